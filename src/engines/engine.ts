@@ -1,0 +1,46 @@
+/**
+ * The engine owns storage and fan-out: it assigns ids, keeps each channel's bounded history, places a
+ * resume cursor in it and tells every node's hub about new messages. The hub above it does not know
+ * which engine it talks to; one conformance suite (test/engine-conformance.test.ts) runs against each.
+ */
+import type { Gap, Message, MessageId } from "../protocol/index.js";
+
+export interface HistoryLimits {
+  /** How many messages a channel keeps. */
+  readonly maxCount: number;
+  /** How long a message is kept, in milliseconds. */
+  readonly maxAgeMs: number;
+}
+
+export interface ReadResult {
+  /** Messages after the cursor (after `gap.resume` when there is a gap), oldest first, at most `limit`. */
+  readonly messages: readonly Message[];
+  /** Set when the cursor could not be honoured: some messages after it are gone or cannot be placed. */
+  readonly gap: Gap | null;
+  /**
+   * Where a reader stands after these messages if nothing else is published: the last returned id, or
+   * the channel's current position when none were returned. Resuming from it misses nothing.
+   */
+  readonly cursor: MessageId;
+}
+
+export type MessageListener = (message: Message) => void;
+
+export interface Engine {
+  readonly name: string;
+  /** Appends to the channel's history and fans the message out to every subscribed node. */
+  publish(channel: string, data: unknown): Promise<Message>;
+  /**
+   * Reads history after `since` (`"0"` for the start of what is retained), or, with `since` null,
+   * only the current cursor (no messages).
+   */
+  read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult>;
+  /**
+   * Live messages of a channel, in order, from the moment the promise resolves (so a read after it misses
+   * nothing). A hub subscribes once per channel that has local subscribers and fans out itself.
+   */
+  subscribe(channel: string, listener: MessageListener): Promise<() => void>;
+  /** True while the engine can accept publishes (readiness). */
+  ready(): boolean;
+  close(): Promise<void>;
+}

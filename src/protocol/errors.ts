@@ -1,0 +1,50 @@
+/**
+ * Error codes shared by every transport. HTTP answers `{"error":{"code","message"}}` with `status`;
+ * WebSocket answers `{"type":"error","code","message","ref"?}`. Documented in docs/protocol.md.
+ */
+
+export const ERROR_STATUS = {
+  bad_request: 400,
+  bad_json: 400,
+  bad_channel: 400,
+  bad_since: 400,
+  bad_wait: 400,
+  bad_limit: 400,
+  bad_frame: 400,
+  not_found: 404,
+  method_not_allowed: 405,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  too_many_channels: 400,
+  too_many_connections: 429,
+  rate_limited: 429,
+  draining: 503,
+  unavailable: 503,
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export interface ErrorBody {
+  readonly error: { readonly code: ErrorCode; readonly message: string };
+}
+
+export class LadderError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = "LadderError";
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+  }
+
+  toJSON(): ErrorBody {
+    return { error: { code: this.code, message: this.message } };
+  }
+}
+
+export function isLadderError(value: unknown): value is LadderError {
+  return value instanceof LadderError;
+}

@@ -1,0 +1,61 @@
+/** Message shapes on the wire. Pure types and constructors: safe for the browser. */
+import type { MessageId } from "./ids.js";
+
+/** A published message as every transport delivers it. `time` is milliseconds since the epoch. */
+export interface Message<T = unknown> {
+  readonly id: MessageId;
+  readonly channel: string;
+  readonly data: T;
+  readonly time: number;
+}
+
+/**
+ * Why a subscriber did not get every message after its cursor:
+ * - `trimmed`: history no longer reaches back that far (count or age limit);
+ * - `unknown`: the server cannot place the cursor (a restart of the memory engine, an id from elsewhere);
+ * - `conflated`: the subscriber was too slow and the channel keeps only the latest (`slowConsumer: "latest"`).
+ */
+export type GapReason = "trimmed" | "unknown" | "conflated";
+
+/**
+ * The gap signal: messages after `since` up to and including `resume` were not delivered and will not be;
+ * delivery goes on with the messages after `resume`.
+ */
+export interface Gap {
+  readonly channel: string;
+  readonly reason: GapReason;
+  readonly since: MessageId;
+  readonly resume: MessageId;
+}
+
+/** Client → server WebSocket frames. `channel` is accepted wherever `room` is. */
+export type ClientFrame =
+  | { readonly type: "join"; readonly room: string; readonly since?: MessageId }
+  | { readonly type: "leave"; readonly room: string }
+  | { readonly type: "publish"; readonly room: string; readonly data: unknown; readonly ref?: string | number }
+  | { readonly type: "ping"; readonly ref?: string | number };
+
+/** Server → client WebSocket frames. */
+export type ServerFrame =
+  | { readonly type: "message"; readonly room: string; readonly id: MessageId; readonly data: unknown; readonly time: number }
+  | { readonly type: "joined"; readonly room: string; readonly cursor: MessageId }
+  | { readonly type: "left"; readonly room: string }
+  | { readonly type: "ack"; readonly ref?: string | number; readonly id: MessageId; readonly room: string }
+  | { readonly type: "pong"; readonly ref?: string | number; readonly time: number }
+  | { readonly type: "gap"; readonly room: string; readonly reason: GapReason; readonly since: MessageId; readonly resume: MessageId }
+  | { readonly type: "error"; readonly code: string; readonly message: string; readonly ref?: string | number };
+
+/** The envelope a multi-channel SSE stream puts in `data:` so each event says where it came from. */
+export interface StreamEnvelope<T = unknown> {
+  readonly channel: string;
+  readonly id: MessageId;
+  readonly data: T;
+  readonly time: number;
+}
+
+/** HTTP header that carries the gap signal on a poll answer (JSON of {@link Gap}). */
+export const GAP_HEADER = "ladder-gap";
+/** HTTP header with the channel's cursor after a poll answer: resume from it when the array is empty. */
+export const CURSOR_HEADER = "ladder-cursor";
+/** The SSE event type of the gap signal; its `data:` is JSON of {@link Gap}. */
+export const GAP_EVENT = "gap";

@@ -1,0 +1,43 @@
+/**
+ * One published message, encoded once for every subscriber of this node. With a thousand subscribers on
+ * a channel, serialising per subscriber would dominate the cost of a delivery; each encoding here is made
+ * on first use and shared by every connection that sends the same bytes.
+ */
+import { encodeEvent, type Message } from "../protocol/index.js";
+
+export class Delivery {
+  readonly message: Message;
+  #dataJson: string | undefined;
+  #sse: Buffer | undefined;
+  #ws: Buffer | undefined;
+
+  constructor(message: Message) {
+    this.message = message;
+  }
+
+  get id(): string {
+    return this.message.id;
+  }
+
+  get channel(): string {
+    return this.message.channel;
+  }
+
+  /** JSON of the published data, exactly as an SSE `data:` line carries it for a one-channel stream. */
+  get dataJson(): string {
+    return (this.#dataJson ??= JSON.stringify(this.message.data) ?? "null");
+  }
+
+  /** The SSE event of a one-channel stream: `id:` and the bare data, as the guide's EventSource expects. */
+  get sseEvent(): Buffer {
+    return (this.#sse ??= Buffer.from(encodeEvent({ id: this.message.id, data: this.dataJson })));
+  }
+
+  /** The WebSocket `message` frame payload as UTF-8 bytes. */
+  get wsFrame(): Buffer {
+    const { id, channel, time } = this.message;
+    return (this.#ws ??= Buffer.from(
+      `{"type":"message","room":${JSON.stringify(channel)},"id":"${id}","data":${this.dataJson},"time":${time}}`,
+    ));
+  }
+}

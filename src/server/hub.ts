@@ -1,0 +1,266 @@
+/**
+ * The hub: routes HTTP requests and upgrades to the transports, publishes through the engine, and keeps
+ * the set of open connections for heartbeats, limits and a graceful drain. It does not know how any
+ * transport writes its bytes — each is a {@link Connection}.
+ */
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { pino, type Logger } from "pino";
+import { WebSocketServer } from "ws";
+import { DEFAULT_CHANNEL, isValidChannel, LadderError, type Message } from "../protocol/index.js";
+import type { Engine } from "../engines/engine.js";
+import { MemoryEngine } from "../engines/memory.js";
+import { Fanout } from "./fanout.js";
+import { closeAfterResponse, readJsonBody, rejectUpgrade, sendError, sendJson } from "./http.js";
+import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
+import type { StreamContext } from "./stream-connection.js";
+import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
+import { parseSseRequest, SseConnection } from "./transports/sse.js";
+import type { Connection, ConnectionRegistry, TransportKind } from "./transports/transport.js";
+import { WebSocketConnection } from "./transports/websocket.js";
+
+export type NextFunction = (error?: unknown) => void;
+
+export interface HubStats {
+  readonly connections: number;
+  readonly byKind: Readonly<Record<TransportKind, number>>;
+  readonly channels: number;
+  readonly draining: boolean;
+}
+
+const SWEEP_INTERVAL_MS = 60_000;
+
+export class Hub implements ConnectionRegistry {
+  readonly options: ResolvedOptions;
+  readonly engine: Engine;
+  readonly logger: Logger;
+  readonly #ownsEngine: boolean;
+  readonly #fanout: Fanout;
+  readonly #context: StreamContext;
+  readonly #connections = new Set<Connection>();
+  readonly #wss: WebSocketServer;
+  readonly #timers: NodeJS.Timeout[] = [];
+  #draining = false;
+  #closed = false;
+  #drainWaiters: Array<() => void> = [];
+
+  constructor(options: HubOptions = {}) {
+    this.options = resolveOptions(options);
+    this.logger = options.logger ?? pino({ level: "silent" });
+    this.#ownsEngine = !options.engine;
+    this.engine = options.engine ?? new MemoryEngine({ maxCount: this.options.historySize, maxAgeMs: this.options.historyMaxAgeMs });
+    this.#fanout = new Fanout(this.engine);
+    this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options };
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxMessageBytes, clientTracking: false });
+    const heartbeat = setInterval(() => this.#heartbeat(), this.options.heartbeatMs);
+    heartbeat.unref();
+    this.#timers.push(heartbeat);
+    const engine = this.engine;
+    if (engine instanceof MemoryEngine) {
+      const sweep = setInterval(() => engine.sweep(), SWEEP_INTERVAL_MS);
+      sweep.unref();
+      this.#timers.push(sweep);
+    }
+  }
+
+  /** A `node:http` request listener; with `next` it is Express/Connect middleware that passes on other paths. */
+  readonly handleRequest = (req: IncomingMessage, res: ServerResponse, next?: NextFunction): void => {
+    this.#route(req, res, next).catch((error: unknown) => this.#fail(res, error));
+  };
+
+  /** A `node:http` upgrade listener. Returns false (and leaves the socket alone) for paths that are not the hub's. */
+  readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
+    const url = this.#url(req);
+    if (url.pathname !== this.options.paths.websocket) return false;
+    socket.on("error", () => socket.destroy());
+    const refusal = this.#admit();
+    if (refusal) {
+      rejectUpgrade(socket, refusal);
+      return true;
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      if (this.#closed) {
+        ws.terminate();
+        return;
+      }
+      new WebSocketConnection(this.#context, ws, socket, this, (channel, data) => this.publish(channel, data));
+    });
+    return true;
+  };
+
+  /** Mounts the hub on a server: its requests and upgrades; other upgrades are refused. */
+  attach(server: HttpServer): this {
+    server.on("request", this.handleRequest);
+    server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!this.handleUpgrade(req, socket, head)) rejectUpgrade(socket, new LadderError("not_found", "no WebSocket endpoint here"));
+    });
+    return this;
+  }
+
+  /** Publishes from server code. Rejects with a {@link LadderError} for a bad channel or oversized data. */
+  async publish(channel: string, data: unknown): Promise<Message> {
+    if (this.#closed) throw new LadderError("unavailable", "hub is closed");
+    if (!isValidChannel(channel)) throw new LadderError("bad_channel", "channel must be 1–128 characters from A-Z a-z 0-9 _ . : -");
+    if (data === undefined) throw new LadderError("bad_request", "data is required");
+    const size = Buffer.byteLength(JSON.stringify(data));
+    if (size > this.options.maxMessageBytes) {
+      throw new LadderError("payload_too_large", `data is larger than ${this.options.maxMessageBytes} bytes`);
+    }
+    if (!this.engine.ready()) throw new LadderError("unavailable", `engine ${this.engine.name} is not ready`);
+    return this.engine.publish(channel, data);
+  }
+
+  stats(): HubStats {
+    const byKind: Record<TransportKind, number> = { poll: 0, "long-poll": 0, sse: 0, websocket: 0 };
+    for (const connection of this.#connections) byKind[connection.kind]++;
+    return { connections: this.#connections.size, byKind, channels: this.#fanout.channelCount, draining: this.#draining };
+  }
+
+  add(connection: Connection): void {
+    this.#connections.add(connection);
+  }
+
+  remove(connection: Connection): void {
+    this.#connections.delete(connection);
+    if (this.#connections.size === 0 && this.#drainWaiters.length > 0) {
+      for (const resolve of this.#drainWaiters.splice(0)) resolve();
+    }
+  }
+
+  /**
+   * Graceful shutdown: refuses new connections, answers held polls, ends SSE streams (clients retry and
+   * resume), closes WebSockets with 1001. Resolves when every connection is gone or after `timeoutMs`.
+   */
+  async drain(timeoutMs = 5000): Promise<void> {
+    this.#draining = true;
+    for (const connection of [...this.#connections]) connection.drain();
+    if (this.#connections.size === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+      this.#drainWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Releases everything: connections, timers, and the engine when the hub created it. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#draining = true;
+    for (const timer of this.#timers) clearInterval(timer);
+    for (const connection of [...this.#connections]) connection.destroy();
+    this.#wss.close();
+    if (this.#ownsEngine) await this.engine.close();
+  }
+
+  #heartbeat(): void {
+    const now = Date.now();
+    for (const connection of this.#connections) connection.heartbeat(now);
+  }
+
+  #admit(): LadderError | null {
+    if (this.#draining) return new LadderError("draining", "server is shutting down; retry on another node");
+    if (this.#connections.size >= this.options.maxConnections) {
+      return new LadderError("too_many_connections", `connection limit of ${this.options.maxConnections} reached`);
+    }
+    return null;
+  }
+
+  #url(req: IncomingMessage): URL {
+    return new URL(req.url ?? "/", "http://hub.invalid");
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse, next?: NextFunction): Promise<void> {
+    const url = this.#url(req);
+    const { paths } = this.options;
+    const method = req.method ?? "GET";
+    switch (url.pathname) {
+      case paths.messages:
+        if (method === "GET" || method === "HEAD") return this.#poll(req, res, url);
+        if (method === "POST") return this.#publishRequest(req, res);
+        return this.#methodNotAllowed(req, res, "GET, HEAD, POST");
+      case paths.stream:
+        if (method === "GET") return this.#stream(req, res, url);
+        return this.#methodNotAllowed(req, res, "GET");
+      case paths.websocket:
+        sendError(res, new LadderError("bad_request", "this endpoint needs a WebSocket upgrade"), { upgrade: "websocket" });
+        return;
+      case "/healthz":
+        sendJson(res, 200, { status: "ok" });
+        return;
+      case "/readyz": {
+        const ready = !this.#draining && this.engine.ready();
+        sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "not ready", engine: this.engine.name, draining: this.#draining });
+        return;
+      }
+      default:
+        if (next) return next();
+        closeAfterResponse(req, res);
+        sendError(res, new LadderError("not_found", `no route for ${url.pathname}`));
+    }
+  }
+
+  #methodNotAllowed(req: IncomingMessage, res: ServerResponse, allow: string): void {
+    closeAfterResponse(req, res);
+    sendError(res, new LadderError("method_not_allowed", `use ${allow}`), { allow });
+  }
+
+  async #publishRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.#draining) {
+      closeAfterResponse(req, res);
+      sendError(res, new LadderError("draining", "server is shutting down"), { "retry-after": "1" });
+      return;
+    }
+    let body: unknown;
+    try {
+      body = await readJsonBody(req, this.options.maxMessageBytes);
+    } catch (error) {
+      closeAfterResponse(req, res);
+      throw error;
+    }
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      throw new LadderError("bad_request", 'body must be an object {"channel"?, "data"}');
+    }
+    const fields = body as Record<string, unknown>;
+    if (!("data" in fields)) throw new LadderError("bad_request", 'body needs a "data" field');
+    const channel = fields.channel ?? DEFAULT_CHANNEL;
+    if (!isValidChannel(channel)) throw new LadderError("bad_channel", "channel must be 1–128 characters from A-Z a-z 0-9 _ . : -");
+    const message = await this.publish(channel, fields.data);
+    sendJson(res, 201, { id: message.id, channel: message.channel });
+  }
+
+  async #poll(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const request = parsePollRequest(url, this.#context);
+    if (request.waitMs === 0 || this.#draining) {
+      await poll(this.#context, request, res);
+      return;
+    }
+    const refusal = this.#admit();
+    if (refusal) throw refusal;
+    await new LongPoll(this.#context, request, req, res, this).start();
+  }
+
+  async #stream(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const request = parseSseRequest(req, url, this.#context);
+    const refusal = this.#admit();
+    if (refusal) throw refusal;
+    await new SseConnection(this.#context, request, req, res, this).start(request);
+  }
+
+  #fail(res: ServerResponse, error: unknown): void {
+    if (error instanceof LadderError) {
+      const headers: Record<string, string> = error.status === 429 || error.status === 503 ? { "retry-after": "1" } : {};
+      sendError(res, error, headers);
+      return;
+    }
+    this.logger.error({ err: error }, "request failed");
+    sendError(res, new LadderError("internal", "internal error"));
+  }
+}
+
+export function createHub(options: HubOptions = {}): Hub {
+  return new Hub(options);
+}

@@ -1,0 +1,140 @@
+/** Hub settings, their defaults, and the checks that turn a partial config into a complete one. */
+import type { Logger } from "pino";
+import { channelMatches } from "../protocol/index.js";
+import type { Engine } from "../engines/engine.js";
+
+export type SlowConsumerPolicy = "disconnect" | "latest";
+
+export interface ChannelPolicy {
+  /** A channel name or a pattern with `*`, e.g. `prices.*`. The first matching rule wins. */
+  readonly match: string;
+  readonly slowConsumer?: SlowConsumerPolicy;
+}
+
+export interface HubPaths {
+  readonly messages: string;
+  readonly stream: string;
+  readonly websocket: string;
+}
+
+export interface HubOptions {
+  /** Storage and fan-out; the in-memory engine when absent. */
+  readonly engine?: Engine;
+  readonly paths?: Partial<HubPaths>;
+  /** History kept per channel: by count and by age (ms). Used by the default memory engine. */
+  readonly historySize?: number;
+  readonly historyMaxAgeMs?: number;
+  /** Cap on a long-poll's `wait` parameter, in seconds. */
+  readonly maxWaitSeconds?: number;
+  /** Interval of SSE heartbeat comments and of WebSocket pings, in ms. */
+  readonly heartbeatMs?: number;
+  /** A WebSocket peer that has not answered a ping for this long is dropped (ms). */
+  readonly wsTimeoutMs?: number;
+  /** The `retry:` an SSE stream announces, in ms. */
+  readonly sseRetryMs?: number;
+  /** Largest publish body or WebSocket frame, in bytes. */
+  readonly maxMessageBytes?: number;
+  /** Open SSE streams, WebSockets and held long-polls together. */
+  readonly maxConnections?: number;
+  /** Channels one SSE stream or WebSocket may carry. */
+  readonly maxChannelsPerConnection?: number;
+  /** Bytes queued to one connection before the slow-consumer policy applies. */
+  readonly maxBufferedBytes?: number;
+  readonly slowConsumer?: SlowConsumerPolicy;
+  readonly channels?: readonly ChannelPolicy[];
+  /** Most messages a poll answers with, and the default when `limit` is absent. */
+  readonly pollMaxLimit?: number;
+  readonly pollDefaultLimit?: number;
+  readonly logger?: Logger;
+}
+
+export interface ResolvedOptions {
+  readonly paths: HubPaths;
+  readonly historySize: number;
+  readonly historyMaxAgeMs: number;
+  readonly maxWaitSeconds: number;
+  readonly heartbeatMs: number;
+  readonly wsTimeoutMs: number;
+  readonly sseRetryMs: number;
+  readonly maxMessageBytes: number;
+  readonly maxConnections: number;
+  readonly maxChannelsPerConnection: number;
+  readonly maxBufferedBytes: number;
+  readonly slowConsumer: SlowConsumerPolicy;
+  readonly channels: readonly ChannelPolicy[];
+  readonly pollMaxLimit: number;
+  readonly pollDefaultLimit: number;
+}
+
+export const DEFAULTS: ResolvedOptions = {
+  paths: { messages: "/api/messages", stream: "/api/stream", websocket: "/api/ws" },
+  historySize: 1000,
+  historyMaxAgeMs: 60 * 60 * 1000,
+  maxWaitSeconds: 30,
+  heartbeatMs: 15_000,
+  wsTimeoutMs: 30_000,
+  sseRetryMs: 2000,
+  maxMessageBytes: 64 * 1024,
+  maxConnections: 10_000,
+  maxChannelsPerConnection: 32,
+  maxBufferedBytes: 1024 * 1024,
+  slowConsumer: "disconnect",
+  channels: [],
+  pollMaxLimit: 1000,
+  pollDefaultLimit: 100,
+};
+
+function positive(name: string, value: number | undefined, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min) {
+    throw new TypeError(`option ${name} must be a number ≥ ${min}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function policy(name: string, value: unknown, fallback: SlowConsumerPolicy): SlowConsumerPolicy {
+  if (value === undefined) return fallback;
+  if (value !== "disconnect" && value !== "latest") throw new TypeError(`option ${name} must be "disconnect" or "latest"`);
+  return value;
+}
+
+function path(name: string, value: string | undefined, fallback: string): string {
+  if (value === undefined) return fallback;
+  if (typeof value !== "string" || !value.startsWith("/")) throw new TypeError(`path ${name} must start with "/"`);
+  return value;
+}
+
+export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
+  const slowConsumer = policy("slowConsumer", options.slowConsumer, DEFAULTS.slowConsumer);
+  const channels = (options.channels ?? []).map((rule, i) => {
+    if (!rule || typeof rule.match !== "string") throw new TypeError(`channels[${i}].match must be a string`);
+    return { match: rule.match, slowConsumer: policy(`channels[${i}].slowConsumer`, rule.slowConsumer, slowConsumer) };
+  });
+  const pollMaxLimit = positive("pollMaxLimit", options.pollMaxLimit, DEFAULTS.pollMaxLimit);
+  return {
+    paths: {
+      messages: path("messages", options.paths?.messages, DEFAULTS.paths.messages),
+      stream: path("stream", options.paths?.stream, DEFAULTS.paths.stream),
+      websocket: path("websocket", options.paths?.websocket, DEFAULTS.paths.websocket),
+    },
+    historySize: positive("historySize", options.historySize, DEFAULTS.historySize),
+    historyMaxAgeMs: positive("historyMaxAgeMs", options.historyMaxAgeMs, DEFAULTS.historyMaxAgeMs),
+    maxWaitSeconds: positive("maxWaitSeconds", options.maxWaitSeconds, DEFAULTS.maxWaitSeconds, 0),
+    heartbeatMs: positive("heartbeatMs", options.heartbeatMs, DEFAULTS.heartbeatMs, 10),
+    wsTimeoutMs: positive("wsTimeoutMs", options.wsTimeoutMs, DEFAULTS.wsTimeoutMs, 10),
+    sseRetryMs: positive("sseRetryMs", options.sseRetryMs, DEFAULTS.sseRetryMs, 0),
+    maxMessageBytes: positive("maxMessageBytes", options.maxMessageBytes, DEFAULTS.maxMessageBytes, 16),
+    maxConnections: positive("maxConnections", options.maxConnections, DEFAULTS.maxConnections),
+    maxChannelsPerConnection: positive("maxChannelsPerConnection", options.maxChannelsPerConnection, DEFAULTS.maxChannelsPerConnection),
+    maxBufferedBytes: positive("maxBufferedBytes", options.maxBufferedBytes, DEFAULTS.maxBufferedBytes, 1024),
+    slowConsumer,
+    channels,
+    pollMaxLimit,
+    pollDefaultLimit: Math.min(pollMaxLimit, positive("pollDefaultLimit", options.pollDefaultLimit, DEFAULTS.pollDefaultLimit)),
+  };
+}
+
+export function slowConsumerFor(options: ResolvedOptions, channel: string): SlowConsumerPolicy {
+  for (const rule of options.channels) if (channelMatches(rule.match, channel)) return rule.slowConsumer ?? options.slowConsumer;
+  return options.slowConsumer;
+}

@@ -1,0 +1,124 @@
+/**
+ * What an SSE stream and a WebSocket share: a set of channel subscriptions writing into one socket, an
+ * outbound buffer with a bound, and the slow-consumer policy when the bound is passed — `disconnect`
+ * (the client resumes by id) or `latest` (keep only the newest message per channel until the socket
+ * drains, then send a `conflated` gap and that message).
+ */
+import type { Gap, MessageId } from "../protocol/index.js";
+import type { Engine } from "../engines/engine.js";
+import type { Delivery } from "./delivery.js";
+import type { Fanout } from "./fanout.js";
+import { slowConsumerFor, type ResolvedOptions } from "./options.js";
+import { Subscription, type SubscriptionSink } from "./subscription.js";
+
+interface Conflated {
+  /** The last id the client received on this channel before conflation began. */
+  readonly since: MessageId | null;
+  latest: Delivery;
+  /** Id of the newest message skipped so far, or null when only `latest` is waiting. */
+  skipped: MessageId | null;
+}
+
+export interface StreamContext {
+  readonly engine: Engine;
+  readonly fanout: Fanout;
+  readonly options: ResolvedOptions;
+}
+
+export abstract class StreamConnection implements SubscriptionSink {
+  protected readonly context: StreamContext;
+  protected readonly subscriptions = new Map<string, Subscription>();
+  /** Last id written to the client per channel. */
+  protected readonly sent = new Map<string, MessageId>();
+  readonly #conflated = new Map<string, Conflated>();
+  #waitingForDrain = false;
+  #ended = false;
+
+  constructor(context: StreamContext) {
+    this.context = context;
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Bytes written but not yet taken by the kernel. */
+  protected abstract bufferedBytes(): number;
+  /** Calls back once when the outbound buffer has drained. */
+  protected abstract onceDrained(callback: () => void): void;
+  protected abstract writeMessage(channel: string, delivery: Delivery): void;
+  protected abstract writeGap(gap: Gap): void;
+  /** Ends the connection because the client cannot keep up. */
+  protected abstract dropSlowConsumer(): void;
+
+  /** Subscribes the connection to a channel; resolves with the cursor once live. */
+  protected async subscribe(channel: string, since: MessageId | null): Promise<MessageId> {
+    this.subscriptions.get(channel)?.close();
+    const subscription = new Subscription(this.context.engine, this.context.fanout, channel, since, this);
+    this.subscriptions.set(channel, subscription);
+    const cursor = await subscription.start();
+    if (!this.sent.has(channel) && !subscription.closed) this.sent.set(channel, cursor);
+    return cursor;
+  }
+
+  protected unsubscribe(channel: string): boolean {
+    const subscription = this.subscriptions.get(channel);
+    if (!subscription) return false;
+    subscription.close();
+    this.subscriptions.delete(channel);
+    this.#conflated.delete(channel);
+    this.sent.delete(channel);
+    return true;
+  }
+
+  /** Releases every subscription; the subclass closes its socket. */
+  protected releaseSubscriptions(): void {
+    this.#ended = true;
+    for (const subscription of this.subscriptions.values()) subscription.close();
+    this.subscriptions.clear();
+    this.#conflated.clear();
+  }
+
+  message(channel: string, delivery: Delivery): void {
+    if (this.#ended) return;
+    const pending = this.#conflated.get(channel);
+    if (pending) {
+      pending.skipped = pending.latest.id;
+      pending.latest = delivery;
+      return;
+    }
+    if (this.bufferedBytes() > this.context.options.maxBufferedBytes) {
+      if (slowConsumerFor(this.context.options, channel) === "disconnect") {
+        this.#ended = true;
+        this.dropSlowConsumer();
+        return;
+      }
+      this.#conflated.set(channel, { since: this.sent.get(channel) ?? null, latest: delivery, skipped: null });
+      this.#waitForDrain();
+      return;
+    }
+    this.sent.set(channel, delivery.id);
+    this.writeMessage(channel, delivery);
+  }
+
+  gap(gap: Gap): void {
+    if (this.#ended) return;
+    this.sent.set(gap.channel, gap.resume);
+    this.writeGap(gap);
+  }
+
+  #waitForDrain(): void {
+    if (this.#waitingForDrain) return;
+    this.#waitingForDrain = true;
+    this.onceDrained(() => {
+      this.#waitingForDrain = false;
+      if (this.#ended) return;
+      const pending = [...this.#conflated];
+      this.#conflated.clear();
+      for (const [channel, { since, latest, skipped }] of pending) {
+        if (skipped !== null) this.gap({ channel, reason: "conflated", since: since ?? skipped, resume: skipped });
+        this.message(channel, latest);
+      }
+    });
+  }
+}

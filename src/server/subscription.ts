@@ -1,0 +1,106 @@
+/**
+ * One subscriber's view of one channel: history after its cursor, then live messages, handed to a sink
+ * in id order with nothing missed and nothing twice. The live feed is attached before history is read,
+ * and live messages that arrive during the read wait in a list; after the read, those past the cursor
+ * follow. This is the whole no-loss argument, so every transport goes through it.
+ */
+import { compareIds, type Gap, type MessageId } from "../protocol/index.js";
+import type { Engine } from "../engines/engine.js";
+import { Delivery } from "./delivery.js";
+import type { Fanout, LiveListener } from "./fanout.js";
+
+export interface SubscriptionSink {
+  message(channel: string, delivery: Delivery): void;
+  gap(gap: Gap): void;
+}
+
+/** Live messages held during a catch-up before the subscription is considered too far behind. */
+const MAX_HELD_DURING_CATCH_UP = 10_000;
+const PAGE_SIZE = 500;
+
+export class Subscription implements LiveListener {
+  readonly channel: string;
+  readonly #engine: Engine;
+  readonly #fanout: Fanout;
+  readonly #sink: SubscriptionSink;
+  #cursor: MessageId | null;
+  /** Live messages seen while history is being read; null once live. */
+  #held: Delivery[] | null = [];
+  #overflowed = false;
+  #closed = false;
+
+  constructor(engine: Engine, fanout: Fanout, channel: string, since: MessageId | null, sink: SubscriptionSink) {
+    this.#engine = engine;
+    this.#fanout = fanout;
+    this.channel = channel;
+    this.#cursor = since;
+    this.#sink = sink;
+  }
+
+  /** The last id handed to the sink, or the position the subscription started from. */
+  get cursor(): MessageId | null {
+    return this.#cursor;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Attaches, catches up, and goes live. Resolves with the cursor once live. */
+  async start(): Promise<MessageId> {
+    await this.#fanout.attach(this.channel, this);
+    let since = this.#cursor;
+    let first = true;
+    for (;;) {
+      if (this.#closed) return this.#cursor ?? "0";
+      const result = await this.#engine.read(this.channel, since, since === null ? 0 : PAGE_SIZE);
+      if (this.#closed) return this.#cursor ?? "0";
+      if (first && result.gap) this.#sink.gap(result.gap);
+      first = false;
+      for (const message of result.messages) this.#emit(new Delivery(message));
+      this.#cursor = result.cursor;
+      since = result.cursor;
+      if (this.#overflowed) {
+        // Too much arrived while reading: read again from where history left off, then go live.
+        this.#overflowed = false;
+        this.#held = [];
+        continue;
+      }
+      if (result.messages.length < PAGE_SIZE) break;
+    }
+    const held = this.#held ?? [];
+    this.#held = null;
+    for (const delivery of held) this.#emit(delivery);
+    return this.#cursor!;
+  }
+
+  onLive(delivery: Delivery): void {
+    if (this.#closed) return;
+    if (this.#held) {
+      if (this.#held.length >= MAX_HELD_DURING_CATCH_UP) {
+        this.#held = [];
+        this.#overflowed = true;
+      } else {
+        this.#held.push(delivery);
+      }
+      return;
+    }
+    // Live: the fan-out hands messages over in increasing id order, past everything emitted so far.
+    this.#cursor = delivery.id;
+    this.#sink.message(this.channel, delivery);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#held = null;
+    this.#fanout.detach(this.channel, this);
+  }
+
+  #emit(delivery: Delivery): void {
+    if (this.#closed) return;
+    if (this.#cursor !== null && compareIds(delivery.id, this.#cursor) <= 0) return;
+    this.#cursor = delivery.id;
+    this.#sink.message(this.channel, delivery);
+  }
+}

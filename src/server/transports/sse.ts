@@ -1,0 +1,133 @@
+/**
+ * Server-Sent Events: `GET /api/stream?channel=a&channel=b`. A `retry:` first, then one event per message
+ * with `id:` and `data:`. A one-channel stream puts the published data itself in `data:` (what the
+ * guide's `JSON.parse(event.data)` expects); a stream of several channels sends an envelope
+ * `{channel,id,data,time}` and a composite id `a=<id>;b=<id>` so one Last-Event-ID resumes all of them.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import {
+  decodeCursor,
+  encodeComment,
+  encodeCursorMap,
+  encodeEvent,
+  GAP_EVENT,
+  LadderError,
+  type Gap,
+  type MessageId,
+} from "../../protocol/index.js";
+import type { Delivery } from "../delivery.js";
+import { parseChannels } from "../params.js";
+import { StreamConnection, type StreamContext } from "../stream-connection.js";
+import type { Connection, ConnectionRegistry } from "./transport.js";
+
+const HEARTBEAT = Buffer.from(encodeComment());
+
+export interface SseRequest {
+  readonly channels: readonly string[];
+  /** Resume cursor per channel; channels without one start live. */
+  readonly since: ReadonlyMap<string, MessageId>;
+}
+
+/** Last-Event-ID (set by EventSource on reconnect) wins over `since`/`lastEventId` in the query. */
+export function parseSseRequest(req: IncomingMessage, url: URL, context: StreamContext): SseRequest {
+  const channels = parseChannels(url.searchParams.getAll("channel"), context.options.maxChannelsPerConnection);
+  const header = req.headers["last-event-id"];
+  const text = (typeof header === "string" && header !== "" ? header : null) ?? url.searchParams.get("since") ?? url.searchParams.get("lastEventId");
+  if (text === null || text === "") return { channels, since: new Map() };
+  const since = decodeCursor(text, channels);
+  if (!since) throw new LadderError("bad_since", "Last-Event-ID or since must be a message id or channel=id;… pairs");
+  return { channels, since };
+}
+
+export class SseConnection extends StreamConnection implements Connection {
+  readonly kind = "sse";
+  readonly #res: ServerResponse;
+  readonly #registry: ConnectionRegistry;
+  readonly #multi: boolean;
+  #wroteSinceHeartbeat = false;
+  #wroteEvent = false;
+  #closed = false;
+
+  constructor(context: StreamContext, request: SseRequest, req: IncomingMessage, res: ServerResponse, registry: ConnectionRegistry) {
+    super(context);
+    this.#res = res;
+    this.#registry = registry;
+    this.#multi = request.channels.length > 1;
+    for (const [channel, id] of request.since) this.sent.set(channel, id);
+    registry.add(this);
+    res.once("close", () => this.destroy());
+    req.socket.setNoDelay(true);
+    const headers: Record<string, string> = {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      // Asks nginx-like proxies not to buffer the stream.
+      "x-accel-buffering": "no",
+    };
+    if (req.httpVersionMajor === 1) headers.connection = "keep-alive";
+    res.writeHead(200, headers);
+    res.write(encodeEvent({ retry: context.options.sseRetryMs }));
+  }
+
+  /** Subscribes every channel, then tells the browser the cursor so a reconnect resumes from here. */
+  async start(request: SseRequest): Promise<void> {
+    await Promise.all(request.channels.map((channel) => this.subscribe(channel, request.since.get(channel) ?? null)));
+    if (this.#closed) return;
+    // An id-only event sets EventSource's lastEventId without firing onmessage.
+    if (this.#multi || !this.#wroteEvent) this.#write(encodeEvent({ id: this.#cursorFor(request.channels[0]!) }));
+  }
+
+  protected bufferedBytes(): number {
+    return this.#res.writableLength + (this.#res.socket?.writableLength ?? 0);
+  }
+
+  protected onceDrained(callback: () => void): void {
+    this.#res.once("drain", callback);
+  }
+
+  protected writeMessage(channel: string, delivery: Delivery): void {
+    this.#wroteEvent = true;
+    if (!this.#multi) {
+      this.#write(delivery.sseEvent);
+      return;
+    }
+    const { id, time } = delivery.message;
+    const envelope = `{"channel":${JSON.stringify(channel)},"id":"${id}","data":${delivery.dataJson},"time":${time}}`;
+    this.#write(encodeEvent({ id: this.#cursorFor(channel), data: envelope }));
+  }
+
+  protected writeGap(gap: Gap): void {
+    this.#wroteEvent = true;
+    this.#write(encodeEvent({ event: GAP_EVENT, id: this.#cursorFor(gap.channel), data: JSON.stringify(gap) }));
+  }
+
+  protected dropSlowConsumer(): void {
+    this.#res.end();
+  }
+
+  heartbeat(): void {
+    if (!this.#wroteSinceHeartbeat) this.#write(HEARTBEAT);
+    this.#wroteSinceHeartbeat = false;
+  }
+
+  drain(): void {
+    this.#res.end();
+  }
+
+  destroy(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.releaseSubscriptions();
+    this.#registry.remove(this);
+    if (!this.#res.writableEnded) this.#res.end();
+  }
+
+  #cursorFor(channel: string): string {
+    return this.#multi ? encodeCursorMap(this.sent) : (this.sent.get(channel) ?? "0");
+  }
+
+  #write(chunk: string | Buffer): void {
+    if (this.#closed || this.#res.writableEnded) return;
+    this.#wroteSinceHeartbeat = true;
+    this.#res.write(chunk);
+  }
+}

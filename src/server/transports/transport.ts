@@ -1,0 +1,21 @@
+/**
+ * What the hub core knows of a connection, whichever pattern it speaks. Transports (poll, SSE, WebSocket)
+ * each implement it in one file; the hub counts, drains and closes them through this interface alone.
+ */
+export type TransportKind = "poll" | "long-poll" | "sse" | "websocket";
+
+export interface Connection {
+  readonly kind: TransportKind;
+  /** Called at every heartbeat tick: SSE writes a comment, WebSocket pings and drops a silent peer. */
+  heartbeat(now: number): void;
+  /** Graceful end for a shutdown: answer held polls, end streams so clients retry, close WebSockets with 1001. */
+  drain(): void;
+  /** Immediate release of everything the connection holds. */
+  destroy(): void;
+}
+
+/** The hub's side of a connection: how it registers itself and leaves. */
+export interface ConnectionRegistry {
+  add(connection: Connection): void;
+  remove(connection: Connection): void;
+}

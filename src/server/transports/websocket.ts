@@ -1,0 +1,196 @@
+/**
+ * WebSocket: RFC 6455 upgrade at `/api/ws` (framing by the `ws` library), JSON text frames both ways.
+ * Client frames: join, leave, publish (acked), ping. Server frames: message, joined, left, ack, pong,
+ * gap, error. A bad frame gets an `error` frame; a peer that keeps sending bad frames is closed with 1008,
+ * an oversized frame with 1009 (by `ws`). The server pings and drops a peer that stops answering.
+ */
+import type { Duplex } from "node:stream";
+import type { WebSocket } from "ws";
+import {
+  isId,
+  isValidChannel,
+  LadderError,
+  type ErrorCode,
+  type Gap,
+  type MessageId,
+  type ServerFrame,
+} from "../../protocol/index.js";
+import type { Delivery } from "../delivery.js";
+import { StreamConnection, type StreamContext } from "../stream-connection.js";
+import type { Connection, ConnectionRegistry } from "./transport.js";
+
+/** Bad frames a peer may send before it is taken for abusive and closed with 1008. */
+const MAX_BAD_FRAMES = 20;
+const MAX_REF_LENGTH = 128;
+
+export type Publisher = (channel: string, data: unknown) => Promise<{ id: MessageId }>;
+
+type Ref = string | number | undefined;
+
+function readRef(value: unknown): Ref {
+  if (typeof value === "number" && Number.isFinite(value)) return value;
+  if (typeof value === "string" && value.length <= MAX_REF_LENGTH) return value;
+  return undefined;
+}
+
+function readRoom(frame: Record<string, unknown>): string {
+  const room = frame.room ?? frame.channel;
+  if (!isValidChannel(room)) throw new LadderError("bad_channel", "room must be 1–128 characters from A-Z a-z 0-9 _ . : -");
+  return room;
+}
+
+export class WebSocketConnection extends StreamConnection implements Connection {
+  readonly kind = "websocket";
+  readonly #ws: WebSocket;
+  readonly #socket: Duplex;
+  readonly #registry: ConnectionRegistry;
+  readonly #publish: Publisher;
+  #lastSeen = Date.now();
+  #badFrames = 0;
+  #closed = false;
+
+  constructor(context: StreamContext, ws: WebSocket, socket: Duplex, registry: ConnectionRegistry, publish: Publisher) {
+    super(context);
+    this.#ws = ws;
+    this.#socket = socket;
+    this.#registry = registry;
+    this.#publish = publish;
+    registry.add(this);
+    ws.on("message", (data, isBinary) => this.#onFrame(data as Buffer, isBinary));
+    ws.on("pong", () => (this.#lastSeen = Date.now()));
+    ws.on("close", () => this.destroy());
+    // ws closes the socket itself on protocol errors (1002, 1007, 1009); the listener keeps them from throwing.
+    ws.on("error", () => this.destroy());
+  }
+
+  protected bufferedBytes(): number {
+    return this.#ws.bufferedAmount;
+  }
+
+  protected onceDrained(callback: () => void): void {
+    this.#socket.once("drain", callback);
+  }
+
+  protected writeMessage(_channel: string, delivery: Delivery): void {
+    this.#sendRaw(delivery.wsFrame);
+  }
+
+  protected writeGap(gap: Gap): void {
+    this.#send({ type: "gap", room: gap.channel, reason: gap.reason, since: gap.since, resume: gap.resume });
+  }
+
+  protected dropSlowConsumer(): void {
+    this.#close(1008, "slow consumer: resume by id");
+  }
+
+  heartbeat(now: number): void {
+    if (now - this.#lastSeen > this.context.options.wsTimeoutMs) {
+      this.#ws.terminate();
+      this.destroy();
+      return;
+    }
+    if (this.#ws.readyState === this.#ws.OPEN) this.#ws.ping();
+  }
+
+  drain(): void {
+    this.#close(1001, "server shutting down");
+  }
+
+  destroy(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.releaseSubscriptions();
+    this.#registry.remove(this);
+    if (this.#ws.readyState === this.#ws.OPEN || this.#ws.readyState === this.#ws.CONNECTING) this.#ws.terminate();
+  }
+
+  #close(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.releaseSubscriptions();
+    this.#ws.close(code, reason);
+  }
+
+  #send(frame: ServerFrame): void {
+    this.#sendRaw(JSON.stringify(frame));
+  }
+
+  #sendRaw(payload: string | Buffer): void {
+    if (this.#closed || this.#ws.readyState !== this.#ws.OPEN) return;
+    this.#ws.send(payload, { binary: false });
+  }
+
+  #sendError(error: unknown, ref: Ref): void {
+    const ladder = error instanceof LadderError ? error : new LadderError("internal", "internal error");
+    const code: ErrorCode = ladder.code;
+    this.#send(ref === undefined ? { type: "error", code, message: ladder.message } : { type: "error", code, message: ladder.message, ref });
+  }
+
+  #onFrame(data: Buffer, isBinary: boolean): void {
+    this.#lastSeen = Date.now();
+    let ref: Ref;
+    try {
+      if (isBinary) throw new LadderError("bad_frame", "binary frames are not supported; send JSON text");
+      let frame: unknown;
+      try {
+        frame = JSON.parse(data.toString("utf8"));
+      } catch {
+        throw new LadderError("bad_json", "frame is not valid JSON");
+      }
+      if (typeof frame !== "object" || frame === null || Array.isArray(frame)) {
+        throw new LadderError("bad_frame", "frame must be a JSON object with a type");
+      }
+      const fields = frame as Record<string, unknown>;
+      ref = readRef(fields.ref);
+      this.#handle(fields, ref);
+    } catch (error) {
+      this.#reject(error, ref);
+    }
+  }
+
+  #reject(error: unknown, ref: Ref): void {
+    this.#sendError(error, ref);
+    if (++this.#badFrames > MAX_BAD_FRAMES) this.#close(1008, "too many bad frames");
+  }
+
+  #handle(frame: Record<string, unknown>, ref: Ref): void {
+    switch (frame.type) {
+      case "join": {
+        const room = readRoom(frame);
+        const since = frame.since;
+        if (since !== undefined && since !== null && (typeof since !== "string" || !isId(since))) {
+          throw new LadderError("bad_since", "since must be a message id such as 1732540000000-0, or 0");
+        }
+        if (!this.subscriptions.has(room) && this.subscriptions.size >= this.context.options.maxChannelsPerConnection) {
+          throw new LadderError("too_many_channels", `at most ${this.context.options.maxChannelsPerConnection} rooms per connection`);
+        }
+        this.subscribe(room, typeof since === "string" ? since : null).then(
+          (cursor) => {
+            if (this.subscriptions.has(room)) this.#send({ type: "joined", room, cursor });
+          },
+          (error: unknown) => this.#sendError(error instanceof LadderError ? error : new LadderError("unavailable", "could not join: engine unavailable"), ref),
+        );
+        return;
+      }
+      case "leave": {
+        const room = readRoom(frame);
+        this.unsubscribe(room);
+        this.#send({ type: "left", room });
+        return;
+      }
+      case "publish": {
+        const room = readRoom(frame);
+        if (!("data" in frame)) throw new LadderError("bad_frame", "publish needs data");
+        this.#publish(room, frame.data).then(
+          ({ id }) => this.#send(ref === undefined ? { type: "ack", id, room } : { type: "ack", ref, id, room }),
+          (error: unknown) => this.#sendError(error, ref),
+        );
+        return;
+      }
+      case "ping":
+        this.#send(ref === undefined ? { type: "pong", time: Date.now() } : { type: "pong", ref, time: Date.now() });
+        return;
+      default:
+        throw new LadderError("bad_frame", "type must be join, leave, publish or ping");
+    }
+  }
+}
