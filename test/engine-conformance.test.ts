@@ -1,0 +1,153 @@
+/**
+ * The engine contract, run against every engine. Today: memory. Redis and NATS join this list with the
+ * scale-out issue; each must pass the same cases unchanged.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { compareIds, type Message } from "../src/protocol/index.js";
+import type { Engine } from "../src/engines/engine.js";
+import { MemoryEngine } from "../src/engines/memory.js";
+
+interface EngineFactory {
+  readonly name: string;
+  create(limits: { maxCount: number; maxAgeMs: number }, clock?: () => number): Promise<Engine>;
+}
+
+const factories: EngineFactory[] = [
+  { name: "memory", create: async (limits, now) => new MemoryEngine({ ...limits, now }) },
+];
+
+let channelSeq = 0;
+const fresh = (): string => `conf.${process.pid}.${++channelSeq}`;
+
+for (const factory of factories) {
+  describe(`engine conformance: ${factory.name}`, () => {
+    test("ids strictly increase within a channel and read returns them oldest first", async () => {
+      const engine = await factory.create({ maxCount: 100, maxAgeMs: 60_000 });
+      const ch = fresh();
+      const published: Message[] = [];
+      for (let i = 0; i < 20; i++) published.push(await engine.publish(ch, { i }));
+      for (let i = 1; i < published.length; i++) assert.ok(compareIds(published[i - 1]!.id, published[i]!.id) < 0);
+      const all = await engine.read(ch, "0", 100);
+      assert.deepEqual(all.messages.map((m) => m.data), published.map((m) => m.data));
+      assert.equal(all.gap, null);
+      assert.equal(all.cursor, published.at(-1)!.id);
+      const after = await engine.read(ch, published[9]!.id, 5);
+      assert.deepEqual(after.messages.map((m) => (m.data as { i: number }).i), [10, 11, 12, 13, 14]);
+      assert.equal(after.cursor, published[14]!.id);
+      await engine.close();
+    });
+
+    test("read with since null gives the cursor only; resuming from it misses nothing", async () => {
+      const engine = await factory.create({ maxCount: 100, maxAgeMs: 60_000 });
+      const ch = fresh();
+      await engine.publish(ch, 1);
+      const head = await engine.read(ch, null, 10);
+      assert.deepEqual(head.messages, []);
+      const m2 = await engine.publish(ch, 2);
+      const next = await engine.read(ch, head.cursor, 10);
+      assert.deepEqual(next.messages.map((m) => m.id), [m2.id]);
+      await engine.close();
+    });
+
+    test("channels are independent", async () => {
+      const engine = await factory.create({ maxCount: 100, maxAgeMs: 60_000 });
+      const a = fresh();
+      const b = fresh();
+      await engine.publish(a, "a1");
+      await engine.publish(b, "b1");
+      await engine.publish(a, "a2");
+      assert.deepEqual((await engine.read(a, "0", 10)).messages.map((m) => m.data), ["a1", "a2"]);
+      assert.deepEqual((await engine.read(b, "0", 10)).messages.map((m) => m.data), ["b1"]);
+      await engine.close();
+    });
+
+    test("history is bounded by count; a cursor before it gets a trimmed gap and the retained rest", async () => {
+      const engine = await factory.create({ maxCount: 5, maxAgeMs: 60_000 });
+      const ch = fresh();
+      const ids: string[] = [];
+      for (let i = 0; i < 12; i++) ids.push((await engine.publish(ch, i)).id);
+      const r = await engine.read(ch, ids[2]!, 100);
+      assert.ok(r.gap);
+      assert.equal(r.gap.reason, "trimmed");
+      assert.equal(r.gap.since, ids[2]);
+      assert.equal(r.gap.resume, ids[6]);
+      assert.deepEqual(r.messages.map((m) => m.data), [7, 8, 9, 10, 11]);
+      // The last trimmed id itself is placeable: nothing after it is lost.
+      const exact = await engine.read(ch, ids[6]!, 100);
+      assert.equal(exact.gap, null);
+      assert.equal(exact.messages.length, 5);
+      // "0" means "whatever is retained", never a gap.
+      assert.equal((await engine.read(ch, "0", 100)).gap, null);
+      await engine.close();
+    });
+
+    test("history is bounded by age", async () => {
+      let now = 1_000_000;
+      const engine = await factory.create({ maxCount: 100, maxAgeMs: 1000 }, () => now);
+      const ch = fresh();
+      const old = await engine.publish(ch, "old");
+      now += 500;
+      const mid = await engine.publish(ch, "mid");
+      now += 700;
+      const r = await engine.read(ch, "0", 10);
+      assert.deepEqual(r.messages.map((m) => m.data), ["mid"]);
+      const fromOld = await engine.read(ch, old.id, 10);
+      assert.equal(fromOld.gap, null, "nothing after old was lost");
+      const before = await engine.read(ch, "1-0", 10);
+      assert.equal(before.gap?.resume, old.id);
+      assert.deepEqual(before.messages.map((m) => m.id), [mid.id]);
+      await engine.close();
+    });
+
+    test("an id the engine cannot place (from before a restart, or never issued) gives an unknown gap", async () => {
+      let now = 5_000_000;
+      const first = await factory.create({ maxCount: 100, maxAgeMs: 60_000 }, () => now);
+      const ch = fresh();
+      const before = await first.publish(ch, "before restart");
+      await first.close();
+      now += 10;
+      const second = await factory.create({ maxCount: 100, maxAgeMs: 60_000 }, () => now);
+      if (factory.name === "memory") {
+        const after = await second.publish(ch, "after restart");
+        assert.ok(compareIds(after.id, before.id) > 0, "ids must not repeat after a restart");
+        const r = await second.read(ch, before.id, 10);
+        assert.equal(r.gap?.reason, "unknown");
+        assert.deepEqual(r.messages.map((m) => m.data), ["after restart"]);
+      }
+      const future = await second.read(ch, "99999999999999-0", 10);
+      assert.equal(future.gap?.reason, "unknown");
+      assert.deepEqual(future.messages, []);
+      await second.close();
+    });
+
+    test("subscribe delivers live messages in order from when it resolves, and unsubscribe stops them", async () => {
+      const engine = await factory.create({ maxCount: 100, maxAgeMs: 60_000 });
+      const ch = fresh();
+      await engine.publish(ch, "before");
+      const got: unknown[] = [];
+      const unsubscribe = await engine.subscribe(ch, (m) => got.push(m.data));
+      for (let i = 0; i < 5; i++) await engine.publish(ch, i);
+      const deadline = Date.now() + 2000;
+      while (got.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(got, [0, 1, 2, 3, 4]);
+      unsubscribe();
+      await engine.publish(ch, "after");
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(got, [0, 1, 2, 3, 4]);
+      await engine.close();
+    });
+  });
+}
+
+test("memory engine forgets idle channels but still answers their old cursors with a gap", async () => {
+  let now = 1_000_000;
+  const engine = new MemoryEngine({ maxCount: 10, maxAgeMs: 100, now: () => now });
+  const m = await engine.publish("idle", 1);
+  await engine.publish("idle", 2);
+  now += 1000;
+  engine.sweep();
+  assert.equal(engine.channelCount, 0);
+  const r = await engine.read("idle", m.id, 10);
+  assert.equal(r.gap?.reason, "trimmed");
+});

@@ -1,0 +1,37 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { channelMatches, compareIds, decodeCursor, encodeCursorMap, isId, isValidChannel, parseId } from "../src/protocol/index.js";
+
+test("ids: parse, compare numerically (not as text)", () => {
+  assert.deepEqual(parseId("12-3"), { major: 12, minor: 3 });
+  assert.deepEqual(parseId("0"), { major: 0, minor: 0 });
+  for (const bad of ["", "1", "-1-0", "1-", "a-1", "1-0-0", " 1-0", "1-0 ", "99999999999999999-0", "1.5-0"]) assert.equal(isId(bad), false, bad);
+  assert.ok(compareIds("9-0", "10-0") < 0);
+  assert.ok(compareIds("10-2", "10-10") < 0);
+  assert.ok(compareIds("10-0", "0") > 0);
+  assert.equal(compareIds("5-5", "5-5"), 0);
+  assert.throws(() => compareIds("x", "1-0"), TypeError);
+});
+
+test("channels: allowed characters and length", () => {
+  for (const ok of ["general", "a", "prices.BTC-USD", "user:42", "a_b", "x".repeat(128)]) assert.ok(isValidChannel(ok), ok);
+  for (const bad of ["", "x".repeat(129), "a b", "a/b", "é", "a=b", "a;b", 5, null]) assert.equal(isValidChannel(bad), false, String(bad));
+});
+
+test("channel patterns", () => {
+  assert.ok(channelMatches("*", "anything"));
+  assert.ok(channelMatches("prices.*", "prices.BTC"));
+  assert.ok(!channelMatches("prices.*", "pricesXBTC"));
+  assert.ok(!channelMatches("prices.*", "chat.prices.x"));
+  assert.ok(channelMatches("chat", "chat"));
+  assert.ok(!channelMatches("chat", "chat2"));
+});
+
+test("cursors: plain id applies to every channel, maps round-trip", () => {
+  assert.deepEqual([...decodeCursor("5-1", ["a", "b"])!], [["a", "5-1"], ["b", "5-1"]]);
+  const map = new Map([["a", "1-0"], ["b.c:d", "2-3"]]);
+  assert.equal(encodeCursorMap(map), "a=1-0;b.c:d=2-3");
+  assert.deepEqual(decodeCursor(encodeCursorMap(map), ["a", "b.c:d"]), map);
+  assert.deepEqual([...decodeCursor("a=1-0;zzz=2-0", ["a"])!], [["a", "1-0"]]);
+  for (const bad of ["a=", "=1-0", "a=x", "a b=1-0", "a=1-0;;", "junk"]) assert.equal(decodeCursor(bad, ["a"]), null, bad);
+});
