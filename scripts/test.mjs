@@ -19,5 +19,5 @@ if (files.length === 0) {
   console.error("no test files found under dist/test");
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ["--test", "--test-reporter=spec", ...files], { stdio: "inherit" });
+const result = spawnSync(process.execPath, ["--test", "--test-reporter=spec", "--test-timeout=120000", ...files], { stdio: "inherit" });
 process.exit(result.status ?? 1);

@@ -29,6 +29,7 @@ export interface HubStats {
 }
 
 const SWEEP_INTERVAL_MS = 60_000;
+const FRAME_OVERHEAD_BYTES = 1024;
 
 export class Hub implements ConnectionRegistry {
   readonly options: ResolvedOptions;
@@ -51,7 +52,9 @@ export class Hub implements ConnectionRegistry {
     this.engine = options.engine ?? new MemoryEngine({ maxCount: this.options.historySize, maxAgeMs: this.options.historyMaxAgeMs });
     this.#fanout = new Fanout(this.engine);
     this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options };
-    this.#wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxMessageBytes, clientTracking: false });
+    // Room for the frame's own fields around the data, which publish() bounds by maxMessageBytes.
+    const maxPayload = this.options.maxMessageBytes + FRAME_OVERHEAD_BYTES;
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload, clientTracking: false });
     const heartbeat = setInterval(() => this.#heartbeat(), this.options.heartbeatMs);
     heartbeat.unref();
     this.#timers.push(heartbeat);

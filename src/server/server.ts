@@ -1,6 +1,8 @@
 /** A ready-to-run node:http server around a hub, with a graceful drain on SIGTERM/SIGINT. */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { LadderError } from "../protocol/index.js";
+import { rejectUpgrade } from "./http.js";
 import { Hub } from "./hub.js";
 import type { HubOptions } from "./options.js";
 
@@ -24,7 +26,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
   const server = createServer();
   server.on("request", (req, res) => hub.handleRequest(req, res, options.fallback ? () => options.fallback!(req, res) : undefined));
   server.on("upgrade", (req, socket, head) => {
-    if (!hub.handleUpgrade(req, socket, head)) socket.destroy();
+    if (!hub.handleUpgrade(req, socket, head)) rejectUpgrade(socket, new LadderError("not_found", "no WebSocket endpoint here"));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -19,6 +19,17 @@ interface Conflated {
   skipped: MessageId | null;
 }
 
+/** Calls back once, on whichever of two events comes first, and removes both listeners. */
+export function onceEither(emitter: NodeJS.EventEmitter, a: string, b: string, callback: () => void): void {
+  const done = (): void => {
+    emitter.off(a, done);
+    emitter.off(b, done);
+    callback();
+  };
+  emitter.on(a, done);
+  emitter.on(b, done);
+}
+
 export interface StreamContext {
   readonly engine: Engine;
   readonly fanout: Fanout;
@@ -48,7 +59,7 @@ export abstract class StreamConnection implements SubscriptionSink {
   protected abstract onceDrained(callback: () => void): void;
   protected abstract writeMessage(channel: string, delivery: Delivery): void;
   protected abstract writeGap(gap: Gap): void;
-  /** Ends the connection because the client cannot keep up. */
+  /** Ends the connection because the client cannot keep up; must release the subscriptions at once. */
   protected abstract dropSlowConsumer(): void;
 
   /** Subscribes the connection to a channel; resolves with the cursor once live. */
@@ -79,7 +90,7 @@ export abstract class StreamConnection implements SubscriptionSink {
     this.#conflated.clear();
   }
 
-  message(channel: string, delivery: Delivery): void {
+  message(channel: string, delivery: Delivery, live: boolean): void {
     if (this.#ended) return;
     const pending = this.#conflated.get(channel);
     if (pending) {
@@ -87,9 +98,8 @@ export abstract class StreamConnection implements SubscriptionSink {
       pending.latest = delivery;
       return;
     }
-    if (this.bufferedBytes() > this.context.options.maxBufferedBytes) {
+    if (live && this.bufferedBytes() > this.context.options.maxBufferedBytes) {
       if (slowConsumerFor(this.context.options, channel) === "disconnect") {
-        this.#ended = true;
         this.dropSlowConsumer();
         return;
       }
@@ -99,6 +109,14 @@ export abstract class StreamConnection implements SubscriptionSink {
     }
     this.sent.set(channel, delivery.id);
     this.writeMessage(channel, delivery);
+  }
+
+  backlogged(): boolean {
+    return !this.#ended && this.bufferedBytes() > this.context.options.maxBufferedBytes;
+  }
+
+  drained(): Promise<void> {
+    return new Promise((resolve) => this.onceDrained(resolve));
   }
 
   gap(gap: Gap): void {
@@ -117,7 +135,7 @@ export abstract class StreamConnection implements SubscriptionSink {
       this.#conflated.clear();
       for (const [channel, { since, latest, skipped }] of pending) {
         if (skipped !== null) this.gap({ channel, reason: "conflated", since: since ?? skipped, resume: skipped });
-        this.message(channel, latest);
+        this.message(channel, latest, true);
       }
     });
   }

@@ -10,8 +10,12 @@ import { Delivery } from "./delivery.js";
 import type { Fanout, LiveListener } from "./fanout.js";
 
 export interface SubscriptionSink {
-  message(channel: string, delivery: Delivery): void;
+  /** `live` is false for history (catch-up), which the subscription paces with {@link backlogged}. */
+  message(channel: string, delivery: Delivery, live: boolean): void;
   gap(gap: Gap): void;
+  /** True while the sink's outbound buffer is full; catch-up then waits for {@link drained}. */
+  backlogged?(): boolean;
+  drained?(): Promise<void>;
 }
 
 /** Live messages held during a catch-up before the subscription is considered too far behind. */
@@ -57,7 +61,14 @@ export class Subscription implements LiveListener {
       if (this.#closed) return this.#cursor ?? "0";
       if (first && result.gap) this.#sink.gap(result.gap);
       first = false;
-      for (const message of result.messages) this.#emit(new Delivery(message));
+      for (const message of result.messages) {
+        this.#emit(new Delivery(message));
+        // History can be far larger than a socket buffer: pace it by the socket instead of dropping the reader.
+        if (this.#sink.backlogged?.()) {
+          await this.#sink.drained?.();
+          if (this.#closed) return this.#cursor ?? "0";
+        }
+      }
       this.#cursor = result.cursor;
       since = result.cursor;
       if (this.#overflowed) {
@@ -87,7 +98,7 @@ export class Subscription implements LiveListener {
     }
     // Live: the fan-out hands messages over in increasing id order, past everything emitted so far.
     this.#cursor = delivery.id;
-    this.#sink.message(this.channel, delivery);
+    this.#sink.message(this.channel, delivery, true);
   }
 
   close(): void {
@@ -101,6 +112,6 @@ export class Subscription implements LiveListener {
     if (this.#closed) return;
     if (this.#cursor !== null && compareIds(delivery.id, this.#cursor) <= 0) return;
     this.#cursor = delivery.id;
-    this.#sink.message(this.channel, delivery);
+    this.#sink.message(this.channel, delivery, false);
   }
 }

@@ -17,7 +17,7 @@ import {
 } from "../../protocol/index.js";
 import type { Delivery } from "../delivery.js";
 import { parseChannels } from "../params.js";
-import { StreamConnection, type StreamContext } from "../stream-connection.js";
+import { onceEither, StreamConnection, type StreamContext } from "../stream-connection.js";
 import type { Connection, ConnectionRegistry } from "./transport.js";
 
 const HEARTBEAT = Buffer.from(encodeComment());
@@ -81,7 +81,7 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   protected onceDrained(callback: () => void): void {
-    this.#res.once("drain", callback);
+    onceEither(this.#res, "drain", "close", callback);
   }
 
   protected writeMessage(channel: string, delivery: Delivery): void {
@@ -101,7 +101,9 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   protected dropSlowConsumer(): void {
-    this.#res.end();
+    // Destroy rather than end: ending would wait behind the very backlog that made it slow.
+    this.#res.destroy();
+    this.destroy();
   }
 
   heartbeat(): void {

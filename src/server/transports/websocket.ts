@@ -16,12 +16,14 @@ import {
   type ServerFrame,
 } from "../../protocol/index.js";
 import type { Delivery } from "../delivery.js";
-import { StreamConnection, type StreamContext } from "../stream-connection.js";
+import { onceEither, StreamConnection, type StreamContext } from "../stream-connection.js";
 import type { Connection, ConnectionRegistry } from "./transport.js";
 
 /** Bad frames a peer may send before it is taken for abusive and closed with 1008. */
 const MAX_BAD_FRAMES = 20;
 const MAX_REF_LENGTH = 128;
+/** How long a closing handshake may take before the socket is cut (a slow peer may never read it). */
+const CLOSE_GRACE_MS = 5000;
 
 export type Publisher = (channel: string, data: unknown) => Promise<{ id: MessageId }>;
 
@@ -68,7 +70,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   protected onceDrained(callback: () => void): void {
-    this.#socket.once("drain", callback);
+    onceEither(this.#socket, "drain", "close", callback);
   }
 
   protected writeMessage(_channel: string, delivery: Delivery): void {
@@ -105,9 +107,12 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   #close(code: number, reason: string): void {
-    if (this.#closed) return;
+    if (this.#closed || this.ended) return;
     this.releaseSubscriptions();
     this.#ws.close(code, reason);
+    const timer = setTimeout(() => this.destroy(), CLOSE_GRACE_MS);
+    timer.unref();
+    this.#ws.once("close", () => clearTimeout(timer));
   }
 
   #send(frame: ServerFrame): void {

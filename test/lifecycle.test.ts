@@ -1,0 +1,188 @@
+/**
+ * Limits and lifecycle over real sockets and real processes: slow consumers under each policy, the
+ * connection limit, a frozen WebSocket peer dropped by the server's pings, and a graceful SIGTERM drain.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { request, type IncomingMessage } from "node:http";
+import { connect } from "node:net";
+import { test } from "node:test";
+import { createParser, type EventSourceMessage } from "eventsource-parser";
+import { WebSocket } from "ws";
+import type { Gap } from "../src/protocol/index.js";
+import { openSse, openWs, publish, sleep, startHub } from "./helpers/server.js";
+
+async function until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await sleep(20);
+  }
+}
+
+/** Opens an SSE response with node:http and pauses it, so the server's writes back up. */
+function pausedSse(url: string): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, (res) => {
+      res.pause();
+      resolve(res);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+const blob = "x".repeat(16 * 1024);
+
+test("slow consumer, policy disconnect: the stream is ended instead of growing memory; a resume gets the rest", async () => {
+  const running = await startHub({ maxBufferedBytes: 64 * 1024 });
+  try {
+    const res = await pausedSse(`${running.url}/api/stream?channel=slow`);
+    await until(() => running.hub.stats().byKind.sse === 1, 2000, "stream open");
+    const published: string[] = [];
+    for (let i = 0; i < 800 && running.hub.stats().byKind.sse === 1; i++) published.push((await running.hub.publish("slow", { i, blob })).id);
+    await until(() => running.hub.stats().byKind.sse === 0, 5000, "slow stream dropped");
+    assert.ok(published.length < 800, `dropped after ${published.length} messages`);
+    res.destroy();
+    // The client resumes by id and loses nothing that is still retained.
+    const s = await openSse(`${running.url}/api/stream?channel=slow&since=${published[0]}`);
+    await s.waitFor(Math.min(published.length - 1, 50));
+    assert.deepEqual(s.events.slice(0, 50).map((e) => e.id), published.slice(1, 51));
+    s.close();
+  } finally {
+    await running.close();
+  }
+});
+
+test("slow consumer, policy latest: skip to the newest, announce a conflated gap, keep the order", async () => {
+  const running = await startHub({ maxBufferedBytes: 64 * 1024, channels: [{ match: "ticker.*", slowConsumer: "latest" }] });
+  try {
+    const res = await pausedSse(`${running.url}/api/stream?channel=ticker.btc`);
+    await until(() => running.hub.stats().byKind.sse === 1, 2000, "stream open");
+    const published: string[] = [];
+    for (let i = 0; i < 600; i++) published.push((await running.hub.publish("ticker.btc", { i, blob })).id);
+    assert.equal(running.hub.stats().byKind.sse, 1, "a latest-policy stream is kept open");
+    const events: EventSourceMessage[] = [];
+    const parser = createParser({ onEvent: (e) => events.push(e) });
+    res.setEncoding("utf8");
+    res.on("data", (chunk: string) => parser.feed(chunk));
+    res.resume();
+    await until(() => events.at(-1)?.id === published.at(-1), 10_000, "newest message delivered");
+    const gaps = events.filter((e) => e.event === "gap").map((e) => JSON.parse(e.data) as Gap);
+    assert.ok(gaps.length >= 1, "a conflated gap was announced");
+    assert.ok(gaps.every((g) => g.reason === "conflated" && g.channel === "ticker.btc"));
+    const delivered = events.filter((e) => e.event !== "gap").map((e) => (JSON.parse(e.data) as { i: number }).i);
+    assert.ok(delivered.length < published.length, `skipped some: got ${delivered.length} of ${published.length}`);
+    for (let k = 1; k < delivered.length; k++) assert.ok(delivered[k]! > delivered[k - 1]!, "in order, no duplicates");
+    // Every skipped run is covered by a gap: delivered + skipped in gaps accounts for the whole sequence.
+    for (const g of gaps) assert.ok(published.indexOf(g.resume) > published.indexOf(g.since));
+    res.destroy();
+  } finally {
+    await running.close();
+  }
+});
+
+test("slow WebSocket consumer, policy disconnect: closed with 1008, and a rejoin resumes", async () => {
+  const running = await startHub({ maxBufferedBytes: 64 * 1024 });
+  try {
+    const c = await openWs(running.url);
+    c.send({ type: "join", room: "slowws" });
+    await c.next((f) => f.type === "joined");
+    const closed = new Promise<number>((resolve) => c.ws.once("close", (code) => resolve(code)));
+    c.ws.pause();
+    const published: string[] = [];
+    for (let i = 0; i < 800; i++) published.push((await running.hub.publish("slowws", { i, blob })).id);
+    c.ws.resume();
+    assert.equal(await closed, 1008);
+    const got = c.frames.filter((f) => f.type === "message").map((f) => f.id as string);
+    assert.ok(got.length < 800, `cut off after ${got.length}`);
+    assert.deepEqual(got, published.slice(0, got.length), "what arrived is in order");
+    await until(() => running.hub.stats().byKind.websocket === 0, 2000, "released");
+    const again = await openWs(running.url);
+    again.send({ type: "join", room: "slowws", since: got.at(-1) ?? published[0] });
+    await again.next((f) => f.type === "joined", 5000);
+    const resumed = again.frames.filter((f) => f.type === "message").map((f) => f.id as string);
+    assert.deepEqual(resumed, published.slice(got.length), "the rejoin gets exactly the rest, paced by the socket");
+    await again.close();
+  } finally {
+    await running.close();
+  }
+});
+
+test("maxConnections: past the limit, streams and upgrades get 429", async () => {
+  const running = await startHub({ maxConnections: 2 });
+  try {
+    const a = await openSse(`${running.url}/api/stream?channel=a`);
+    const b = await openWs(running.url);
+    await until(() => running.hub.stats().connections === 2, 2000, "two open");
+    const res = await fetch(`${running.url}/api/stream?channel=c`);
+    assert.equal(res.status, 429);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, "too_many_connections");
+    assert.equal((await fetch(`${running.url}/api/messages?wait=5`)).status, 429);
+    const ws = new WebSocket(running.url.replace("http", "ws") + "/api/ws");
+    const status = await new Promise<number>((resolve) => ws.on("unexpected-response", (_q, r) => resolve(r.statusCode!)));
+    assert.equal(status, 429);
+    // A plain poll holds nothing and still answers.
+    assert.equal((await fetch(`${running.url}/api/messages`)).status, 200);
+    a.close();
+    await b.close();
+  } finally {
+    await running.close();
+  }
+});
+
+test("a frozen WebSocket peer (never answers pings) is dropped within the configured bound", async () => {
+  const running = await startHub({ heartbeatMs: 100, wsTimeoutMs: 400 });
+  try {
+    const { port } = new URL(running.url);
+    const socket = connect(Number(port), "127.0.0.1");
+    const key = randomBytes(16).toString("base64");
+    let response = "";
+    socket.on("data", (d) => (response += d.toString("latin1")));
+    socket.write(`GET /api/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    const closedAt = new Promise<number>((resolve) => socket.on("close", () => resolve(Date.now())));
+    await until(() => response.startsWith("HTTP/1.1 101"), 2000, "101 Switching Protocols");
+    const openedAt = Date.now();
+    await until(() => running.hub.stats().byKind.websocket === 1, 2000, "ws registered");
+    const closed = await closedAt;
+    assert.ok(closed - openedAt < 1500, `dropped after ${closed - openedAt} ms`);
+    assert.equal(running.hub.stats().byKind.websocket, 0);
+  } finally {
+    await running.close();
+  }
+});
+
+test("SIGTERM drains a real `ladder serve`: polls answered, streams ended, WebSockets closed 1001, exit 0", async () => {
+  const child = spawn(process.execPath, ["bin/ladder.js", "serve", "--port", "0", "--log-level", "warn"], { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        const m = /listening on (http:\/\/\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      child.once("exit", () => reject(new Error(`exited early: ${out}`)));
+    });
+    const m = await publish(url, "before");
+    const held = fetch(`${url}/api/messages?since=${m.id}&wait=20`);
+    const sse = await openSse(`${url}/api/stream`);
+    const ws = await openWs(url);
+    ws.send({ type: "join", room: "general" });
+    await ws.next((f) => f.type === "joined");
+    const wsClosed = new Promise<number>((resolve) => ws.ws.once("close", (code) => resolve(code)));
+    await sleep(100);
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    child.kill("SIGTERM");
+    const answer = await held;
+    assert.equal(answer.status, 200);
+    assert.deepEqual(await answer.json(), []);
+    assert.equal(await wsClosed, 1001);
+    assert.equal(await exited, 0);
+    await assert.rejects(fetch(`${url}/healthz`));
+    sse.close();
+  } finally {
+    child.kill("SIGKILL");
+  }
+});
