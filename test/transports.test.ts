@@ -67,6 +67,18 @@ describe("poll", () => {
     assert.ok(r.some((x) => x.id === m.id));
   });
 
+  test("since=now answers [] with the current cursor; a long-poll from now waits for the next message", async () => {
+    const ch = channel();
+    const m = await publish(hub.url, "old", ch);
+    const now = await getJson(`/api/messages?channel=${ch}&since=now`);
+    assert.deepEqual(now.body, []);
+    assert.equal(now.headers.get(CURSOR_HEADER), m.id);
+    const held = getJson(`/api/messages?channel=${ch}&since=now&wait=5`);
+    await sleep(100);
+    const next = await publish(hub.url, "new", ch);
+    assert.deepEqual(((await held).body as Message[]).map((x) => x.id), [next.id]);
+  });
+
   test("gap: a cursor older than retained history gets the retained rest and a gap header", async () => {
     const ch = channel();
     const ids: string[] = [];
@@ -152,7 +164,7 @@ describe("sse", () => {
     assert.equal(stream.response.status, 200);
     assert.match(stream.response.headers.get("content-type")!, /^text\/event-stream/);
     assert.equal(stream.response.headers.get("cache-control"), "no-cache");
-    await stream.waitForText("id: "); // the id-only event that sets the cursor: the stream is live
+    await stream.waitForText("event: ready"); // the stream is live
     const a = await publish(hub.url, { price: 142.1 }, ch);
     const b = await publish(hub.url, { price: 142.35 }, ch);
     const events = await stream.waitFor(2);
@@ -190,14 +202,27 @@ describe("sse", () => {
     s.close();
   });
 
-  test("a fresh stream sends its cursor as an id-only event, so a reconnect before any message misses nothing", async () => {
+  test("a ready event carries the cursor, so a reconnect before any message misses nothing", async () => {
     const ch = channel();
     const m0 = await publish(hub.url, "before", ch);
     const s = await openSse(`${hub.url}/api/stream?channel=${ch}`);
-    // An id-only block: parsers set lastEventId from it and dispatch nothing.
-    await s.waitForText(`id: ${m0.id}\n\n`);
-    assert.equal(s.raw(), `retry: 2000\n\nid: ${m0.id}\n\n`);
+    // A named event: EventSource's onmessage ignores it, but lastEventId is set from its id.
+    await s.waitForText("event: ready");
+    assert.equal(s.raw(), `retry: 2000\n\nevent: ready\nid: ${m0.id}\ndata: {"${ch}":"${m0.id}"}\n\n`);
+    assert.equal(s.ready[0]!.id, m0.id);
     assert.equal(s.events.length, 0);
+    s.close();
+  });
+
+  test("envelope=1 gives one channel the envelope and composite id that Ladder's client reads", async () => {
+    const ch = channel();
+    const s = await openSse(`${hub.url}/api/stream?channel=${ch}&envelope=1`);
+    await s.waitForText("event: ready");
+    const m = await publish(hub.url, { x: 1 }, ch);
+    const [e] = await s.waitFor(1);
+    assert.equal(e!.id, `${ch}=${m.id}`);
+    const env = JSON.parse(e!.data) as Message;
+    assert.deepEqual([env.channel, env.id, env.data], [ch, m.id, { x: 1 }]);
     s.close();
   });
 

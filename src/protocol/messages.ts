@@ -59,3 +59,7 @@ export const GAP_HEADER = "ladder-gap";
 export const CURSOR_HEADER = "ladder-cursor";
 /** The SSE event type of the gap signal; its `data:` is JSON of {@link Gap}. */
 export const GAP_EVENT = "gap";
+/** The SSE event sent once the stream is live; `data:` maps each channel to its cursor. */
+export const READY_EVENT = "ready";
+/** `since=now` on a poll: no history, just the channel's cursor (a long-poll then waits for the next message). */
+export const NOW_CURSOR = "now";

@@ -1,5 +1,5 @@
 /** Validation of the query parameters every HTTP rung shares; each failure is a documented 400. */
-import { DEFAULT_CHANNEL, isId, isValidChannel, LadderError, START_CURSOR, type MessageId } from "../protocol/index.js";
+import { DEFAULT_CHANNEL, isId, isValidChannel, LadderError, NOW_CURSOR, START_CURSOR, type MessageId } from "../protocol/index.js";
 
 export function parseChannel(value: string | null | undefined): string {
   if (value === null || value === undefined) return DEFAULT_CHANNEL;
@@ -16,10 +16,11 @@ export function parseChannels(values: readonly string[], max: number): string[] 
   return unique;
 }
 
-/** A poll's `since`: absent, empty or `0` is the start of retained history. */
-export function parseSince(value: string | null | undefined): MessageId {
+/** A poll's `since`: absent, empty or `0` is the start of retained history; `now` (null) is "only what comes next". */
+export function parseSince(value: string | null | undefined): MessageId | null {
   if (value === null || value === undefined || value === "") return START_CURSOR;
-  if (!isId(value)) throw new LadderError("bad_since", "since must be a message id such as 1732540000000-0, or 0");
+  if (value === NOW_CURSOR) return null;
+  if (!isId(value)) throw new LadderError("bad_since", "since must be a message id such as 1732540000000-0, 0 or now");
   return value;
 }
 

@@ -18,7 +18,9 @@ export async function publish(base: string, data: unknown, channel?: string): Pr
 }
 
 export interface SseStream {
+  /** Message and gap events; the `ready` events are kept apart in {@link ready}. */
   readonly events: EventSourceMessage[];
+  readonly ready: EventSourceMessage[];
   readonly retry: number[];
   readonly response: Response;
   /** Everything received so far, as text. */
@@ -38,9 +40,10 @@ export async function openSse(url: string, headers: Record<string, string> = {})
   const retry: number[] = [];
   let raw = "";
   let waiters: Array<() => void> = [];
+  const ready: EventSourceMessage[] = [];
   const parser = createParser({
     onEvent: (event) => {
-      events.push(event);
+      (event.event === "ready" ? ready : events).push(event);
       for (const w of waiters.splice(0)) w();
     },
     onRetry: (ms) => retry.push(ms),
@@ -66,6 +69,7 @@ export async function openSse(url: string, headers: Record<string, string> = {})
   }
   const stream: SseStream = {
     events,
+    ready,
     retry,
     response,
     raw: () => raw,

@@ -14,7 +14,8 @@ import type { Connection, ConnectionRegistry } from "./transport.js";
 
 export interface PollRequest {
   readonly channel: string;
-  readonly since: MessageId;
+  /** Null for `since=now`. */
+  readonly since: MessageId | null;
   readonly limit: number;
   readonly waitMs: number;
 }
@@ -113,7 +114,7 @@ export class LongPoll implements Connection, SubscriptionSink {
   #respond(): void {
     if (this.#done) return;
     this.#done = true;
-    const cursor = this.#collected.at(-1)?.id ?? this.#subscription.cursor ?? this.#request.since;
+    const cursor = this.#collected.at(-1)?.id ?? this.#subscription.cursor ?? this.#request.since ?? "0";
     this.#release();
     answer(this.#res, this.#collected, cursor, this.#gap);
   }

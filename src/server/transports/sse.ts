@@ -12,6 +12,7 @@ import {
   encodeEvent,
   GAP_EVENT,
   LadderError,
+  READY_EVENT,
   type Gap,
   type MessageId,
 } from "../../protocol/index.js";
@@ -26,6 +27,8 @@ export interface SseRequest {
   readonly channels: readonly string[];
   /** Resume cursor per channel; channels without one start live. */
   readonly since: ReadonlyMap<string, MessageId>;
+  /** Envelopes and composite ids even for one channel (`?envelope=1`): what Ladder's own client asks for. */
+  readonly envelope: boolean;
 }
 
 /** Last-Event-ID (set by EventSource on reconnect) wins over `since`/`lastEventId` in the query. */
@@ -33,10 +36,11 @@ export function parseSseRequest(req: IncomingMessage, url: URL, context: StreamC
   const channels = parseChannels(url.searchParams.getAll("channel"), context.options.maxChannelsPerConnection);
   const header = req.headers["last-event-id"];
   const text = (typeof header === "string" && header !== "" ? header : null) ?? url.searchParams.get("since") ?? url.searchParams.get("lastEventId");
-  if (text === null || text === "") return { channels, since: new Map() };
+  const envelope = url.searchParams.get("envelope") === "1";
+  if (text === null || text === "") return { channels, since: new Map(), envelope };
   const since = decodeCursor(text, channels);
   if (!since) throw new LadderError("bad_since", "Last-Event-ID or since must be a message id or channel=id;… pairs");
-  return { channels, since };
+  return { channels, since, envelope };
 }
 
 export class SseConnection extends StreamConnection implements Connection {
@@ -44,15 +48,13 @@ export class SseConnection extends StreamConnection implements Connection {
   readonly #res: ServerResponse;
   readonly #registry: ConnectionRegistry;
   readonly #multi: boolean;
-  #wroteSinceHeartbeat = false;
-  #wroteEvent = false;
   #closed = false;
 
   constructor(context: StreamContext, request: SseRequest, req: IncomingMessage, res: ServerResponse, registry: ConnectionRegistry) {
     super(context);
     this.#res = res;
     this.#registry = registry;
-    this.#multi = request.channels.length > 1;
+    this.#multi = request.channels.length > 1 || request.envelope;
     for (const [channel, id] of request.since) this.sent.set(channel, id);
     registry.add(this);
     res.once("close", () => this.destroy());
@@ -72,8 +74,11 @@ export class SseConnection extends StreamConnection implements Connection {
   async start(request: SseRequest): Promise<void> {
     await Promise.all(request.channels.map((channel) => this.subscribe(channel, request.since.get(channel) ?? null)));
     if (this.#closed) return;
-    // An id-only event sets EventSource's lastEventId without firing onmessage.
-    if (this.#multi || !this.#wroteEvent) this.#write(encodeEvent({ id: this.#cursorFor(request.channels[0]!) }));
+    // A named event: EventSource's onmessage ignores it, but it sets lastEventId, so a reconnect before the
+    // first message still resumes exactly; clients that listen for it learn each channel's cursor.
+    const cursors: Record<string, MessageId> = {};
+    for (const channel of request.channels) cursors[channel] = this.sent.get(channel) ?? "0";
+    this.#write(encodeEvent({ event: READY_EVENT, id: this.#cursorFor(request.channels[0]!), data: JSON.stringify(cursors) }));
   }
 
   protected bufferedBytes(): number {
@@ -85,7 +90,6 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   protected writeMessage(channel: string, delivery: Delivery): void {
-    this.#wroteEvent = true;
     if (!this.#multi) {
       this.#write(delivery.sseEvent);
       return;
@@ -96,7 +100,6 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   protected writeGap(gap: Gap): void {
-    this.#wroteEvent = true;
     this.#write(encodeEvent({ event: GAP_EVENT, id: this.#cursorFor(gap.channel), data: JSON.stringify(gap) }));
   }
 
@@ -107,8 +110,8 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   heartbeat(): void {
-    if (!this.#wroteSinceHeartbeat) this.#write(HEARTBEAT);
-    this.#wroteSinceHeartbeat = false;
+    // Written on every tick, busy or not, so a client can bound the silence it tolerates at two intervals.
+    this.#write(HEARTBEAT);
   }
 
   drain(): void {
@@ -129,7 +132,6 @@ export class SseConnection extends StreamConnection implements Connection {
 
   #write(chunk: string | Buffer): void {
     if (this.#closed || this.#res.writableEnded) return;
-    this.#wroteSinceHeartbeat = true;
     this.#res.write(chunk);
   }
 }
