@@ -1,0 +1,330 @@
+/**
+ * The client's state machine and its one reconnection policy. States: disconnected → connecting →
+ * connected → (disconnected …) → closed. Every rung reports `opened` and `closed` here, and only here is
+ * it decided whether to retry the same rung after a backoff, step down the ladder (a rung that failed
+ * before it ever delivered), or climb back up (a background probe that takes over once it works).
+ * Cursors live here too, so a message is handed to the user once whichever rung brought it.
+ */
+import { compareIds, type Gap, type Message, type MessageId } from "../protocol/index.js";
+import { backoffDelay } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions, type TransportName } from "./options.js";
+import { HttpPollRung } from "./rungs/http-poll.js";
+import { TimerSlot, type Rung, type RungHost } from "./rungs/rung.js";
+import { SseRung } from "./rungs/sse.js";
+import { WebSocketRung } from "./rungs/websocket.js";
+import { Subscription } from "./subscription.js";
+
+export interface ClientEvents {
+  state: { readonly oldState: ClientState; readonly newState: ClientState };
+  /** The rung in use changed: which, and why. */
+  transport: { readonly transport: TransportName; readonly reason: string };
+  /** A rung ended or failed; informational, the client handles it. */
+  error: { readonly transport: TransportName; readonly reason: string };
+}
+
+export interface SubscribeOptions {
+  /** Resume after this id (a cursor saved from an earlier message). Without it the subscription starts live. */
+  readonly since?: MessageId;
+}
+
+interface ChannelState {
+  cursor: MessageId | null;
+  readonly subscriptions: Set<Subscription>;
+}
+
+export class LadderClient extends Emitter<ClientEvents> {
+  readonly options: ResolvedClientOptions;
+  #state: ClientState = "disconnected";
+  readonly #channels = new Map<string, ChannelState>();
+  #rung: Rung | null = null;
+  #probe: Rung | null = null;
+  /** Rungs that failed before delivering, remembered for the client's lifetime (the page session). */
+  readonly #failed = new Set<TransportName>();
+  #attempt = 0;
+  #probeAttempt = 0;
+  #reason = "initial";
+  readonly #retryTimer = new TimerSlot();
+  readonly #probeTimer = new TimerSlot();
+  readonly #unlisten: Array<() => void> = [];
+  /** What rungs see of the client: kept off the public API. */
+  readonly #host: RungHost;
+
+  constructor(options: ClientOptions = {}) {
+    super();
+    this.options = resolveClientOptions(options);
+    this.#host = {
+      options: this.options,
+      cursors: () => this.#cursors(),
+      opened: (rung) => this.#opened(rung),
+      message: (rung, message) => this.#message(rung, message),
+      gap: (rung, gap) => this.#gap(rung, gap),
+      cursor: (rung, channel, cursor) => this.#learnCursor(rung, channel, cursor),
+      closed: (rung, info) => this.#closed(rung, info),
+    };
+    this.#listenToEnvironment();
+  }
+
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** The rung in use, or null when none is open. */
+  get transport(): TransportName | null {
+    return this.#rung?.name ?? null;
+  }
+
+  /** Rungs that failed to open or were cut before delivering, and are skipped until a probe succeeds. */
+  get failedTransports(): readonly TransportName[] {
+    return [...this.#failed];
+  }
+
+  subscribe(channel: string, options: SubscribeOptions = {}): Subscription {
+    if (this.#state === "closed") throw new Error("client is closed");
+    const subscription = new Subscription(channel, (s) => this.#leave(s));
+    let state = this.#channels.get(channel);
+    const isNew = !state;
+    if (!state) {
+      state = { cursor: options.since ?? null, subscriptions: new Set() };
+      this.#channels.set(channel, state);
+    }
+    state.subscriptions.add(subscription);
+    if (isNew) {
+      this.#rung?.add(channel);
+      this.#probe?.add(channel);
+    }
+    if (!this.#rung && !this.#retryTimer.pending) this.#connect();
+    return subscription;
+  }
+
+  /** Publishes over the WebSocket when that is the rung in use, over HTTP otherwise. */
+  async publish(channel: string, data: unknown): Promise<{ id: MessageId; channel: string }> {
+    const rung = this.#rung;
+    if (rung?.publish && this.#state === "connected") {
+      const { id } = await rung.publish(channel, data);
+      return { id, channel };
+    }
+    const res = await this.options.fetch(new URL(this.options.paths.messages, this.options.base), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ channel, data }),
+    });
+    const body = (await res.json()) as { id: MessageId; channel: string; error?: { code: string; message: string } };
+    if (!res.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : `publish failed with ${res.status}`);
+    return { id: body.id, channel: body.channel };
+  }
+
+  /** The last id handed to the user for a channel (save it to resume after a page reload). */
+  cursor(channel: string): MessageId | null {
+    return this.#channels.get(channel)?.cursor ?? null;
+  }
+
+  /** Opens a connection now if none is open (subscribe does this by itself). */
+  connect(): void {
+    if (this.#state === "closed" || this.#rung) return;
+    this.#retryTimer.clear();
+    this.#connect();
+  }
+
+  /** Releases everything: rungs, timers, listeners. */
+  close(): void {
+    if (this.#state === "closed") return;
+    this.#retryTimer.clear();
+    this.#probeTimer.clear();
+    this.#rung?.close();
+    this.#probe?.close();
+    this.#rung = this.#probe = null;
+    for (const unlisten of this.#unlisten.splice(0)) unlisten();
+    for (const state of this.#channels.values()) for (const s of state.subscriptions) s.unsubscribe();
+    this.#channels.clear();
+    this.#setState("closed");
+    this.removeAllListeners();
+  }
+
+  // ---- what rungs report ----
+
+  #cursors(): ReadonlyMap<string, MessageId | null> {
+    const map = new Map<string, MessageId | null>();
+    for (const [channel, state] of this.#channels) map.set(channel, state.cursor);
+    return map;
+  }
+
+  #opened(rung: Rung): void {
+    if (rung === this.#probe) {
+      this.#takeOver(rung);
+      return;
+    }
+    if (rung !== this.#rung) return;
+    this.#attempt = 0;
+    this.#setState("connected");
+    this.#scheduleProbe();
+  }
+
+  #message(rung: Rung, message: Message): void {
+    if (rung !== this.#rung && rung !== this.#probe) return;
+    const state = this.#channels.get(message.channel);
+    if (!state) return;
+    if (state.cursor !== null && compareIds(message.id, state.cursor) <= 0) return;
+    state.cursor = message.id;
+    for (const subscription of state.subscriptions) subscription.deliver(message);
+  }
+
+  #gap(rung: Rung, gap: Gap): void {
+    if (rung !== this.#rung && rung !== this.#probe) return;
+    const state = this.#channels.get(gap.channel);
+    if (!state) return;
+    if (state.cursor !== null && compareIds(gap.resume, state.cursor) <= 0) return;
+    state.cursor = gap.resume;
+    for (const subscription of state.subscriptions) subscription.signalGap(gap);
+  }
+
+  #learnCursor(rung: Rung, channel: string, cursor: MessageId): void {
+    if (rung !== this.#rung && rung !== this.#probe) return;
+    const state = this.#channels.get(channel);
+    // Only a subscription that started live learns its cursor from the server; afterwards only delivered
+    // messages and gaps move it, so nothing between is skipped.
+    if (state && state.cursor === null) state.cursor = cursor;
+  }
+
+  #closed(rung: Rung, info: { readonly delivered: boolean; readonly reason: string }): void {
+    this.emit("error", { transport: rung.name, reason: info.reason });
+    if (rung === this.#probe) {
+      this.#probe = null;
+      this.#probeAttempt++;
+      this.#scheduleProbe();
+      return;
+    }
+    if (rung !== this.#rung) return;
+    this.#rung = null;
+    this.#probe?.close();
+    this.#probe = null;
+    this.#probeTimer.clear();
+    this.#setState("disconnected");
+    if (!info.delivered) {
+      // Blocked before it ever worked (a proxy refusing the upgrade, a network buffering SSE): step down.
+      this.#failed.add(rung.name);
+      this.#reason = `fallback: ${rung.name} ${info.reason}`;
+      if (this.#available().length > 0) {
+        this.#connect();
+        return;
+      }
+      // Every rung failed: the network is down rather than blocked. Start over from the top, with backoff.
+      this.#failed.clear();
+    } else {
+      this.#reason = `reconnect: ${info.reason}`;
+    }
+    this.#retryAfterBackoff();
+  }
+
+  // ---- the policy ----
+
+  #available(): TransportName[] {
+    return this.options.ladder.filter((name) => !this.#failed.has(name) && this.#supported(name));
+  }
+
+  #supported(name: TransportName): boolean {
+    if (name === "websocket") return this.options.WebSocket !== undefined;
+    if (name === "sse") return typeof ReadableStream !== "undefined";
+    return true;
+  }
+
+  #create(name: TransportName): Rung {
+    switch (name) {
+      case "websocket":
+        return new WebSocketRung(this.#host);
+      case "sse":
+        return new SseRung(this.#host);
+      default:
+        return new HttpPollRung(this.#host, name);
+    }
+  }
+
+  #connect(): void {
+    if (this.#state === "closed") return;
+    const name = this.#available()[0] ?? this.options.ladder.find((n) => this.#supported(n));
+    if (!name) throw new Error("no transport is supported in this environment");
+    this.#setState("connecting");
+    const rung = this.#create(name);
+    this.#rung = rung;
+    this.emit("transport", { transport: name, reason: this.#reason });
+    rung.open();
+  }
+
+  #retryAfterBackoff(): void {
+    const delay = backoffDelay(this.#attempt++, this.options.backoff, this.options.random);
+    this.#retryTimer.set(delay, () => this.#connect());
+  }
+
+  /** Reconnect at once instead of waiting out the backoff (the network came back, the page is visible). */
+  #hurry(): void {
+    if (this.#state === "disconnected" && this.#retryTimer.pending) {
+      this.#retryTimer.clear();
+      this.#attempt = 0;
+      this.#connect();
+    }
+  }
+
+  /** Higher rungs that failed are retried in the background, with their own backoff. */
+  #scheduleProbe(): void {
+    if (this.#state !== "connected" || this.#probe || this.#probeTimer.pending || !this.#rung) return;
+    const current = this.options.ladder.indexOf(this.#rung.name);
+    const target = this.options.ladder.slice(0, current).find((name) => this.#supported(name));
+    if (!target) return;
+    const delay = backoffDelay(this.#probeAttempt, this.options.probe, this.options.random) + this.options.probe.minMs;
+    this.#probeTimer.set(delay, () => {
+      if (this.#state !== "connected" || this.#probe) return;
+      const probe = this.#create(target);
+      this.#probe = probe;
+      probe.open();
+    });
+  }
+
+  #takeOver(probe: Rung): void {
+    const old = this.#rung;
+    this.#probe = null;
+    this.#rung = probe;
+    this.#failed.delete(probe.name);
+    this.#probeAttempt = 0;
+    // Both rungs resumed from the same cursors; whatever the old one still brings is dropped as seen.
+    old?.close();
+    this.emit("transport", { transport: probe.name, reason: `upgrade from ${old?.name ?? "none"}` });
+    this.#setState("connected");
+    this.#scheduleProbe();
+  }
+
+  #leave(subscription: Subscription): void {
+    const state = this.#channels.get(subscription.channel);
+    if (!state || !state.subscriptions.delete(subscription) || state.subscriptions.size > 0) return;
+    this.#channels.delete(subscription.channel);
+    this.#rung?.remove(subscription.channel);
+    this.#probe?.remove(subscription.channel);
+  }
+
+  #setState(newState: ClientState): void {
+    const oldState = this.#state;
+    if (oldState === newState) return;
+    this.#state = newState;
+    this.emit("state", { oldState, newState });
+  }
+
+  #listenToEnvironment(): void {
+    const target = globalThis as { addEventListener?: (t: string, f: () => void) => void; removeEventListener?: (t: string, f: () => void) => void };
+    const doc = (globalThis as { document?: { visibilityState?: string; addEventListener(t: string, f: () => void): void; removeEventListener(t: string, f: () => void): void } }).document;
+    if (typeof target.addEventListener === "function" && typeof target.removeEventListener === "function") {
+      const online = (): void => this.#hurry();
+      target.addEventListener("online", online);
+      this.#unlisten.push(() => target.removeEventListener!("online", online));
+    }
+    if (doc) {
+      const visible = (): void => {
+        if (doc.visibilityState === "visible") this.#hurry();
+      };
+      doc.addEventListener("visibilitychange", visible);
+      this.#unlisten.push(() => doc.removeEventListener("visibilitychange", visible));
+    }
+  }
+}
+
+export function createClient(options: ClientOptions = {}): LadderClient {
+  return new LadderClient(options);
+}

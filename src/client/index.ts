@@ -1,0 +1,6 @@
+/** `ladder/client`: browser and Node. Imports nothing from Node or the server. */
+export { createClient, LadderClient, type ClientEvents, type SubscribeOptions } from "./client.js";
+export { Subscription, type SubscriptionEvents } from "./subscription.js";
+export { backoffCeiling, backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
+export { LADDER, type ClientOptions, type ClientState, type TransportName, type WebSocketConstructor } from "./options.js";
+export type { Gap, GapReason, Message, MessageId } from "../protocol/index.js";

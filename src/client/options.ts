@@ -1,0 +1,99 @@
+/** Client options, their defaults, and the rung names. */
+import type { BackoffOptions } from "./backoff.js";
+
+/** The rungs of the ladder, top first. */
+export type TransportName = "websocket" | "sse" | "long-poll" | "poll";
+export const LADDER: readonly TransportName[] = ["websocket", "sse", "long-poll", "poll"];
+
+export type ClientState = "disconnected" | "connecting" | "connected" | "closed";
+
+/** A WebSocket constructor as browsers and the `ws` package provide it. */
+export type WebSocketConstructor = new (url: string) => WebSocket;
+
+export interface ClientOptions {
+  /** Base URL of the hub, e.g. `https://app.example`. In a browser it defaults to the page's origin. */
+  readonly url?: string;
+  /** `auto`, one rung, or an ordered list of rungs to try. */
+  readonly transport?: "auto" | TransportName | readonly TransportName[];
+  /**
+   * What `auto` optimises for: `duplex` starts at WebSocket (a page that publishes often); `receive` starts
+   * at SSE (a receive-only page needs no WebSocket; publish then goes over HTTP).
+   */
+  readonly mode?: "duplex" | "receive";
+  readonly paths?: { readonly messages?: string; readonly stream?: string; readonly websocket?: string };
+  /** Reconnect backoff (full jitter). */
+  readonly backoff?: Partial<BackoffOptions>;
+  /** Backoff of attempts to climb back to a higher rung after stepping down. */
+  readonly probe?: Partial<BackoffOptions>;
+  /** A long-lived rung silent for this long is taken for dead and replaced (default 30 s). */
+  readonly heartbeatTimeoutMs?: number;
+  /** A rung that has not delivered its handshake within this time counts as blocked (default 10 s). */
+  readonly openTimeoutMs?: number;
+  /** Interval of the `poll` rung (default 5 s). */
+  readonly pollIntervalMs?: number;
+  /** How long a long-poll is held by the server (default 25 s). */
+  readonly longPollWaitSeconds?: number;
+  readonly publishTimeoutMs?: number;
+  /** Injected globals for Node or tests; the browser's are used when absent. */
+  readonly WebSocket?: WebSocketConstructor;
+  readonly fetch?: typeof fetch;
+  /** Source of randomness for backoff jitter, [0, 1). */
+  readonly random?: () => number;
+}
+
+export interface ResolvedClientOptions {
+  readonly base: URL;
+  readonly ladder: readonly TransportName[];
+  readonly paths: { readonly messages: string; readonly stream: string; readonly websocket: string };
+  readonly backoff: BackoffOptions;
+  readonly probe: BackoffOptions;
+  readonly heartbeatTimeoutMs: number;
+  readonly openTimeoutMs: number;
+  readonly pollIntervalMs: number;
+  readonly longPollWaitSeconds: number;
+  readonly publishTimeoutMs: number;
+  readonly WebSocket: WebSocketConstructor | undefined;
+  readonly fetch: typeof fetch;
+  readonly random: () => number;
+}
+
+function resolveBase(url: string | undefined): URL {
+  const location = (globalThis as { location?: { href: string } }).location;
+  if (url === undefined) {
+    if (!location) throw new TypeError("createClient needs a url outside a browser");
+    return new URL("/", location.href);
+  }
+  return new URL(url, location?.href);
+}
+
+function resolveLadder(transport: ClientOptions["transport"], mode: ClientOptions["mode"]): TransportName[] {
+  if (transport === undefined || transport === "auto") return mode === "receive" ? LADDER.slice(1) : [...LADDER];
+  const list = typeof transport === "string" ? [transport] : [...transport];
+  for (const name of list) if (!LADDER.includes(name)) throw new TypeError(`unknown transport ${String(name)}`);
+  if (list.length === 0) throw new TypeError("transport list is empty");
+  return list;
+}
+
+export function resolveClientOptions(options: ClientOptions): ResolvedClientOptions {
+  const fetchImpl = options.fetch ?? globalThis.fetch?.bind(globalThis);
+  if (!fetchImpl) throw new TypeError("no fetch available: pass options.fetch");
+  return {
+    base: resolveBase(options.url),
+    ladder: resolveLadder(options.transport, options.mode),
+    paths: {
+      messages: options.paths?.messages ?? "/api/messages",
+      stream: options.paths?.stream ?? "/api/stream",
+      websocket: options.paths?.websocket ?? "/api/ws",
+    },
+    backoff: { minMs: 500, maxMs: 30_000, factor: 2, ...options.backoff },
+    probe: { minMs: 5000, maxMs: 120_000, factor: 2, ...options.probe },
+    heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 30_000,
+    openTimeoutMs: options.openTimeoutMs ?? 10_000,
+    pollIntervalMs: options.pollIntervalMs ?? 5000,
+    longPollWaitSeconds: options.longPollWaitSeconds ?? 25,
+    publishTimeoutMs: options.publishTimeoutMs ?? 10_000,
+    WebSocket: options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket,
+    fetch: fetchImpl,
+    random: options.random ?? Math.random,
+  };
+}

@@ -1,0 +1,132 @@
+/**
+ * Server-Sent Events read with fetch and a streaming parser rather than EventSource: the client needs to
+ * see heartbeat comments (to notice a silent dead connection), send its own Last-Event-ID (the cursors it
+ * actually handed to the user), and notice a network that buffers the stream (no `ready` event in time).
+ * Adding or removing a channel reopens the stream from the current cursors.
+ */
+import { createParser, type EventSourceMessage } from "eventsource-parser";
+import { encodeCursorMap, GAP_EVENT, READY_EVENT, type Gap, type Message, type MessageId } from "../../protocol/index.js";
+import { endpoint, TimerSlot, type Rung, type RungHost } from "./rung.js";
+
+export class SseRung implements Rung {
+  readonly name = "sse";
+  readonly #host: RungHost;
+  #controller: AbortController | null = null;
+  #delivered = false;
+  #ended = false;
+  /** Counts stream generations so a reopened stream ignores the tail of the previous one. */
+  #generation = 0;
+  readonly #openTimer = new TimerSlot();
+  readonly #silenceTimer = new TimerSlot();
+
+  constructor(host: RungHost) {
+    this.#host = host;
+  }
+
+  open(): void {
+    const generation = ++this.#generation;
+    this.#controller?.abort();
+    const controller = new AbortController();
+    this.#controller = controller;
+    const { options } = this.#host;
+    const cursors = this.#host.cursors();
+    const url = endpoint(options, options.paths.stream);
+    for (const channel of cursors.keys()) url.searchParams.append("channel", channel);
+    url.searchParams.set("envelope", "1");
+    const known = new Map<string, MessageId>();
+    for (const [channel, cursor] of cursors) if (cursor !== null) known.set(channel, cursor);
+    const headers: Record<string, string> = { accept: "text/event-stream" };
+    if (known.size > 0) headers["last-event-id"] = encodeCursorMap(known);
+    this.#openTimer.set(options.openTimeoutMs, () => this.#end("no ready event within the open timeout (a buffering proxy?)"));
+    this.#armSilence();
+    void this.#read(url, headers, controller, generation);
+  }
+
+  add(): void {
+    this.open();
+  }
+
+  remove(): void {
+    if (this.#host.cursors().size === 0) {
+      this.#controller?.abort();
+      return;
+    }
+    this.open();
+  }
+
+  close(): void {
+    this.#ended = true;
+    this.#teardown();
+  }
+
+  async #read(url: URL, headers: Record<string, string>, controller: AbortController, generation: number): Promise<void> {
+    const current = (): boolean => generation === this.#generation && !this.#ended;
+    try {
+      const res = await this.#host.options.fetch(url, { headers, signal: controller.signal, cache: "no-store" });
+      if (!current()) return;
+      if (!res.ok || !res.body) {
+        this.#end(`stream answered ${res.status}`);
+        return;
+      }
+      const parser = createParser({
+        onEvent: (event) => current() && this.#onEvent(event),
+        onComment: () => undefined,
+      });
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (!current()) {
+          void reader.cancel().catch(() => undefined);
+          return;
+        }
+        if (done) break;
+        this.#armSilence();
+        parser.feed(decoder.decode(value, { stream: true }));
+      }
+      this.#end("stream ended");
+    } catch (error) {
+      if (current()) this.#end(`stream failed: ${(error as Error).message}`);
+    }
+  }
+
+  #onEvent(event: EventSourceMessage): void {
+    switch (event.event) {
+      case READY_EVENT: {
+        if (!this.#delivered) {
+          this.#delivered = true;
+          this.#host.opened(this);
+        }
+        this.#openTimer.clear();
+        const cursors = JSON.parse(event.data) as Record<string, MessageId>;
+        for (const [channel, cursor] of Object.entries(cursors)) this.#host.cursor(this, channel, cursor);
+        return;
+      }
+      case GAP_EVENT:
+        this.#host.gap(this, JSON.parse(event.data) as Gap);
+        return;
+      default:
+        this.#host.message(this, JSON.parse(event.data) as Message);
+    }
+  }
+
+  /** Any byte, heartbeat comments included, proves the stream alive; silence past the timeout does not. */
+  #armSilence(): void {
+    this.#silenceTimer.set(this.#host.options.heartbeatTimeoutMs, () => this.#end("silent past the heartbeat timeout"));
+  }
+
+  #end(reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#teardown();
+    this.#host.closed(this, { delivered: this.#delivered, reason });
+  }
+
+  #teardown(): void {
+    this.#generation++;
+    this.#openTimer.clear();
+    this.#silenceTimer.clear();
+    this.#controller?.abort();
+    this.#controller = null;
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * The top rung: one WebSocket carrying every subscription (join/leave frames) and publishes (acked by ref).
+ * Browsers hide protocol pings, so liveness is an application ping every third of the heartbeat timeout:
+ * a socket that brings nothing back within the timeout is closed and reported dead.
+ */
+import type { Gap, Message, MessageId, ServerFrame } from "../../protocol/index.js";
+import { endpoint, TimerSlot, type Rung, type RungHost } from "./rung.js";
+
+interface PendingPublish {
+  resolve(value: { id: MessageId }): void;
+  reject(error: Error): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const OPEN = 1;
+
+export class WebSocketRung implements Rung {
+  readonly name = "websocket";
+  readonly #host: RungHost;
+  #ws: WebSocket | null = null;
+  #delivered = false;
+  #ended = false;
+  #lastSeen = 0;
+  #refSeq = 0;
+  readonly #pending = new Map<string, PendingPublish>();
+  readonly #openTimer = new TimerSlot();
+  readonly #pingTimer = new TimerSlot();
+
+  constructor(host: RungHost) {
+    this.#host = host;
+  }
+
+  open(): void {
+    const { options } = this.#host;
+    const Ctor = options.WebSocket;
+    if (!Ctor) {
+      this.#end("no WebSocket implementation");
+      return;
+    }
+    const url = endpoint(options, options.paths.websocket);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    let ws: WebSocket;
+    try {
+      ws = new Ctor(url.href);
+    } catch (error) {
+      this.#end(`cannot open: ${(error as Error).message}`);
+      return;
+    }
+    this.#ws = ws;
+    this.#openTimer.set(options.openTimeoutMs, () => this.#end("no handshake within the open timeout"));
+    ws.onopen = () => {
+      this.#lastSeen = Date.now();
+      const cursors = this.#host.cursors();
+      if (cursors.size === 0) this.#send({ type: "ping" });
+      for (const channel of cursors.keys()) this.add(channel);
+      this.#schedulePing();
+    };
+    ws.onmessage = (event: MessageEvent) => this.#onFrame(event.data);
+    ws.onclose = (event: CloseEvent) => this.#end(`closed ${event.code}${event.reason ? ` ${event.reason}` : ""}`);
+    ws.onerror = () => this.#end("socket error");
+  }
+
+  add(channel: string): void {
+    const since = this.#host.cursors().get(channel);
+    this.#send(since ? { type: "join", room: channel, since } : { type: "join", room: channel });
+  }
+
+  remove(channel: string): void {
+    this.#send({ type: "leave", room: channel });
+  }
+
+  publish(channel: string, data: unknown): Promise<{ id: MessageId }> {
+    return new Promise((resolve, reject) => {
+      if (!this.#ws || this.#ws.readyState !== OPEN) {
+        reject(new Error("WebSocket is not open"));
+        return;
+      }
+      const ref = `p${++this.#refSeq}`;
+      const timer = setTimeout(() => {
+        this.#pending.delete(ref);
+        reject(new Error("publish timed out; its outcome is unknown"));
+      }, this.#host.options.publishTimeoutMs);
+      this.#pending.set(ref, { resolve, reject, timer });
+      this.#send({ type: "publish", room: channel, data, ref });
+    });
+  }
+
+  close(): void {
+    this.#ended = true;
+    this.#teardown("closed by the client");
+  }
+
+  #send(frame: unknown): void {
+    if (this.#ws && this.#ws.readyState === OPEN) this.#ws.send(JSON.stringify(frame));
+  }
+
+  #schedulePing(): void {
+    const { heartbeatTimeoutMs } = this.#host.options;
+    this.#pingTimer.set(Math.max(10, Math.floor(heartbeatTimeoutMs / 3)), () => {
+      if (Date.now() - this.#lastSeen > heartbeatTimeoutMs) {
+        this.#end("no answer within the heartbeat timeout");
+        return;
+      }
+      this.#send({ type: "ping" });
+      this.#schedulePing();
+    });
+  }
+
+  #onFrame(raw: unknown): void {
+    if (this.#ended) return;
+    this.#lastSeen = Date.now();
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(String(raw)) as ServerFrame;
+    } catch {
+      return;
+    }
+    if (!this.#delivered && (frame.type === "joined" || frame.type === "pong")) {
+      this.#delivered = true;
+      this.#openTimer.clear();
+      this.#host.opened(this);
+    }
+    switch (frame.type) {
+      case "message": {
+        const message: Message = { id: frame.id, channel: frame.room, data: frame.data, time: frame.time };
+        this.#host.message(this, message);
+        return;
+      }
+      case "gap": {
+        const gap: Gap = { channel: frame.room, reason: frame.reason, since: frame.since, resume: frame.resume };
+        this.#host.gap(this, gap);
+        return;
+      }
+      case "joined":
+        this.#host.cursor(this, frame.room, frame.cursor);
+        return;
+      case "ack":
+        this.#settle(frame.ref, (p) => p.resolve({ id: frame.id }));
+        return;
+      case "error":
+        this.#settle(frame.ref, (p) => p.reject(new Error(`${frame.code}: ${frame.message}`)));
+        return;
+      default:
+        return;
+    }
+  }
+
+  #settle(ref: string | number | undefined, action: (pending: PendingPublish) => void): void {
+    if (ref === undefined) return;
+    const pending = this.#pending.get(String(ref));
+    if (!pending) return;
+    this.#pending.delete(String(ref));
+    clearTimeout(pending.timer);
+    action(pending);
+  }
+
+  #end(reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#teardown(reason);
+    this.#host.closed(this, { delivered: this.#delivered, reason });
+  }
+
+  #teardown(reason: string): void {
+    this.#openTimer.clear();
+    this.#pingTimer.clear();
+    for (const pending of this.#pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(new Error(`connection lost (${reason}); the publish outcome is unknown`));
+    }
+    this.#pending.clear();
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // Closing a socket that is still connecting reports an error; Node's `ws` throws one nobody listens to.
+      ws.onerror = () => undefined;
+      try {
+        ws.close();
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+}
