@@ -1,0 +1,73 @@
+/**
+ * The few files `ladder serve` hands out beside the hub: the demo page (demo/) at `/` and the browser
+ * client bundle at `/ladder-client.js`. Read once at first use and kept in memory; nothing outside those
+ * folders can be reached.
+ */
+import { readFileSync } from "node:fs";
+import { extname, join, normalize, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+import { LadderError } from "../protocol/index.js";
+import { sendError, type HubRequest, type HubResponse } from "./http.js";
+
+const TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".json": "application/json; charset=utf-8",
+  ".png": "image/png",
+  ".ico": "image/x-icon",
+};
+
+/** The package root: three levels above dist/src/server. */
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+
+export interface StaticOptions {
+  readonly demoDir?: string;
+  readonly clientBundle?: string;
+}
+
+export function staticFiles(options: StaticOptions = {}): (req: HubRequest, res: HubResponse) => void {
+  const demoDir = normalize(options.demoDir ?? join(ROOT, "demo"));
+  const bundle = options.clientBundle ?? join(ROOT, "dist", "browser", "ladder-client.js");
+  const cache = new Map<string, Buffer | null>();
+  const load = (path: string): Buffer | null => {
+    if (!cache.has(path)) {
+      try {
+        cache.set(path, readFileSync(path));
+      } catch {
+        cache.set(path, null);
+      }
+    }
+    return cache.get(path)!;
+  };
+  return (req, res) => {
+    const method = req.method ?? "GET";
+    const pathname = new URL(req.url ?? "/", "http://x").pathname;
+    let file: string | null;
+    if (pathname === "/ladder-client.js") file = bundle;
+    else {
+      const relative = pathname === "/" ? "index.html" : decodeURIComponent(pathname.replace(/^\/(demo\/)?/, ""));
+      const full = normalize(join(demoDir, relative));
+      file = full.startsWith(demoDir + sep) ? full : null;
+    }
+    const body = file ? load(file) : null;
+    if (!body || !file) {
+      sendError(res, new LadderError("not_found", `no route for ${pathname}`));
+      return;
+    }
+    if (method !== "GET" && method !== "HEAD") {
+      sendError(res, new LadderError("method_not_allowed", "use GET"), { allow: "GET, HEAD" });
+      return;
+    }
+    res.writeHead(200, {
+      "content-type": TYPES[extname(file)] ?? "application/octet-stream",
+      "content-length": String(body.length),
+      "cache-control": "no-cache",
+      "x-content-type-options": "nosniff",
+    });
+    if (method === "HEAD") res.end();
+    else res.end(body);
+  };
+}
