@@ -15,6 +15,9 @@ import { SseRung } from "./rungs/sse.js";
 import { WebSocketRung } from "./rungs/websocket.js";
 import { Subscription } from "./subscription.js";
 
+/** Failures before delivering, with the hub reachable, that mark a rung as blocked. */
+const BLOCKED_AFTER = 2;
+
 export interface ClientEvents {
   state: { readonly oldState: ClientState; readonly newState: ClientState };
   /** The rung in use changed: which, and why. */
@@ -41,9 +44,12 @@ export class LadderClient extends Emitter<ClientEvents> {
   #probe: Rung | null = null;
   /** Rungs that failed before delivering, remembered for the client's lifetime (the page session). */
   readonly #failed = new Set<TransportName>();
+  /** Failures before delivering while the hub was reachable, per rung, since it last worked. */
+  readonly #strikes = new Map<TransportName, number>();
   #attempt = 0;
   #probeAttempt = 0;
   #reason = "initial";
+  #announced: TransportName | null = null;
   readonly #retryTimer = new TimerSlot();
   readonly #probeTimer = new TimerSlot();
   readonly #unlisten: Array<() => void> = [];
@@ -156,6 +162,7 @@ export class LadderClient extends Emitter<ClientEvents> {
     }
     if (rung !== this.#rung) return;
     this.#attempt = 0;
+    this.#strikes.delete(rung.name);
     this.#setState("connected");
     this.#scheduleProbe();
   }
@@ -200,20 +207,53 @@ export class LadderClient extends Emitter<ClientEvents> {
     this.#probe = null;
     this.#probeTimer.clear();
     this.#setState("disconnected");
-    if (!info.delivered) {
-      // Blocked before it ever worked (a proxy refusing the upgrade, a network buffering SSE): step down.
+    if (info.delivered) {
+      this.#reason = `reconnect: ${info.reason}`;
+      this.#retryAfterBackoff();
+      return;
+    }
+    // It failed before it ever worked. Blocked (a proxy refusing the upgrade, a network buffering SSE) or is
+    // the hub simply unreachable? Only a hub that answers a plain request proves the rung itself is blocked.
+    void this.#reachable().then((reachable) => {
+      if (this.#state === "closed" || this.#rung) return;
+      if (!reachable) {
+        this.#reason = `reconnect: ${info.reason}`;
+        this.#retryAfterBackoff();
+        return;
+      }
+      // Twice in a row with the hub answering: blocked, not a blip.
+      const strikes = (this.#strikes.get(rung.name) ?? 0) + 1;
+      this.#strikes.set(rung.name, strikes);
+      if (strikes < BLOCKED_AFTER) {
+        this.#reason = `retry: ${info.reason}`;
+        this.#connect();
+        return;
+      }
+      this.#strikes.delete(rung.name);
       this.#failed.add(rung.name);
       this.#reason = `fallback: ${rung.name} ${info.reason}`;
       if (this.#available().length > 0) {
         this.#connect();
         return;
       }
-      // Every rung failed: the network is down rather than blocked. Start over from the top, with backoff.
+      // Every rung is blocked: start over from the top, with backoff.
       this.#failed.clear();
-    } else {
-      this.#reason = `reconnect: ${info.reason}`;
+      this.#retryAfterBackoff();
+    });
+  }
+
+  async #reachable(): Promise<boolean> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), this.options.openTimeoutMs);
+    try {
+      const res = await this.options.fetch(new URL("/readyz", this.options.base), { cache: "no-store", signal: controller.signal });
+      void res.body?.cancel().catch(() => undefined);
+      return res.status < 500 || res.status === 503;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
     }
-    this.#retryAfterBackoff();
   }
 
   // ---- the policy ----
@@ -246,7 +286,7 @@ export class LadderClient extends Emitter<ClientEvents> {
     this.#setState("connecting");
     const rung = this.#create(name);
     this.#rung = rung;
-    this.emit("transport", { transport: name, reason: this.#reason });
+    this.#announce(name, this.#reason);
     rung.open();
   }
 
@@ -268,8 +308,11 @@ export class LadderClient extends Emitter<ClientEvents> {
   #scheduleProbe(): void {
     if (this.#state !== "connected" || this.#probe || this.#probeTimer.pending || !this.#rung) return;
     const current = this.options.ladder.indexOf(this.#rung.name);
-    const target = this.options.ladder.slice(0, current).find((name) => this.#supported(name));
-    if (!target) return;
+    const higher = this.options.ladder.slice(0, current).filter((name) => this.#supported(name));
+    if (higher.length === 0) return;
+    // Each higher rung gets its turn, so a client on long-poll behind a proxy that refuses upgrades still
+    // climbs back to SSE.
+    const target = higher[this.#probeAttempt % higher.length]!;
     const delay = backoffDelay(this.#probeAttempt, this.options.probe, this.options.random) + this.options.probe.minMs;
     this.#probeTimer.set(delay, () => {
       if (this.#state !== "connected" || this.#probe) return;
@@ -287,7 +330,7 @@ export class LadderClient extends Emitter<ClientEvents> {
     this.#probeAttempt = 0;
     // Both rungs resumed from the same cursors; whatever the old one still brings is dropped as seen.
     old?.close();
-    this.emit("transport", { transport: probe.name, reason: `upgrade from ${old?.name ?? "none"}` });
+    this.#announce(probe.name, `upgrade from ${old?.name ?? "none"}`);
     this.#setState("connected");
     this.#scheduleProbe();
   }
@@ -298,6 +341,13 @@ export class LadderClient extends Emitter<ClientEvents> {
     this.#channels.delete(subscription.channel);
     this.#rung?.remove(subscription.channel);
     this.#probe?.remove(subscription.channel);
+  }
+
+  /** The `transport` event says when the rung changes; retries on the same rung are `error` events. */
+  #announce(transport: TransportName, reason: string): void {
+    if (transport === this.#announced) return;
+    this.#announced = transport;
+    this.emit("transport", { transport, reason });
   }
 
   #setState(newState: ClientState): void {

@@ -43,12 +43,14 @@ export class SseRung implements Rung {
   }
 
   add(): void {
+    if (this.#ended) return;
     this.open();
   }
 
   remove(): void {
     if (this.#host.cursors().size === 0) {
-      this.#controller?.abort();
+      // Nothing left to carry: stop quietly (a stream with no channel would read `general`).
+      this.#teardown();
       return;
     }
     this.open();
