@@ -6,6 +6,7 @@
  */
 import type { Gap, MessageId } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
+import { corkForTurn, type Corkable } from "./cork.js";
 import type { Delivery } from "./delivery.js";
 import type { Fanout } from "./fanout.js";
 import { slowConsumerFor, type ResolvedOptions } from "./options.js";
@@ -59,6 +60,8 @@ export abstract class StreamConnection implements SubscriptionSink {
   protected abstract onceDrained(callback: () => void): void;
   protected abstract writeMessage(channel: string, delivery: Delivery): void;
   protected abstract writeGap(gap: Gap): void;
+  /** The socket to cork while fanning out, or null where the transport batches by itself (HTTP/2). */
+  protected abstract corkable(): Corkable | null;
   /** Ends the connection because the client cannot keep up; must release the subscriptions at once. */
   protected abstract dropSlowConsumer(): void;
 
@@ -108,6 +111,8 @@ export abstract class StreamConnection implements SubscriptionSink {
       return;
     }
     this.sent.set(channel, delivery.id);
+    const socket = this.corkable();
+    if (socket) corkForTurn(socket);
     this.writeMessage(channel, delivery);
   }
 

@@ -15,6 +15,7 @@ import {
   type MessageId,
   type ServerFrame,
 } from "../../protocol/index.js";
+import type { Corkable } from "../cork.js";
 import type { Delivery } from "../delivery.js";
 import { onceEither, StreamConnection, type StreamContext } from "../stream-connection.js";
 import type { Connection, ConnectionRegistry } from "./transport.js";
@@ -79,6 +80,10 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   protected writeGap(gap: Gap): void {
     this.#send({ type: "gap", room: gap.channel, reason: gap.reason, since: gap.since, resume: gap.resume });
+  }
+
+  protected corkable(): Corkable | null {
+    return this.#socket as Duplex & Corkable;
   }
 
   protected dropSlowConsumer(): void {
