@@ -1,6 +1,11 @@
 export { createHub, Hub, type HubStats, type NextFunction } from "./server/hub.js";
-export { serve, type RunningServer, type ServeOptions } from "./server/server.js";
+export { DEFAULT_MAX_CONCURRENT_STREAMS, serve, type RunningServer, type ServeOptions } from "./server/server.js";
+export type { HubRequest, HubResponse } from "./server/http.js";
+export type { TlsCredentials, TlsInfo } from "./server/tls.js";
 export { DEFAULTS, type ChannelPolicy, type HubOptions, type SlowConsumerPolicy } from "./server/options.js";
 export type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engines/engine.js";
 export { MemoryEngine, type MemoryEngineOptions } from "./engines/memory.js";
+export { RedisEngine, type RedisEngineOptions } from "./engines/redis.js";
+export { NatsEngine, type NatsEngineOptions } from "./engines/nats.js";
+export { createEngine, type EngineContext } from "./engines/create.js";
 export * from "./protocol/index.js";

@@ -1,12 +1,16 @@
 /**
- * The engine contract, run against every engine. Today: memory. Redis and NATS join this list with the
- * scale-out issue; each must pass the same cases unchanged.
+ * The engine contract, run against every engine: memory, Redis and NATS JetStream pass the same cases
+ * unchanged. Redis and NATS are the shared loopback services (test/helpers/brokers.ts: skipped loudly
+ * when missing, failed when CI=true); each run uses its own key prefix and stream names and removes them.
  */
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import { compareIds, type Message } from "../src/protocol/index.js";
 import type { Engine } from "../src/engines/engine.js";
 import { MemoryEngine } from "../src/engines/memory.js";
+import { NatsEngine } from "../src/engines/nats.js";
+import { RedisEngine } from "../src/engines/redis.js";
+import { brokerAvailable, deleteNatsStreams, deleteRedisKeys, NATS_URL, REDIS_URL } from "./helpers/brokers.js";
 
 interface EngineFactory {
   readonly name: string;
@@ -16,6 +20,34 @@ interface EngineFactory {
 const factories: EngineFactory[] = [
   { name: "memory", create: async (limits, now) => new MemoryEngine({ ...limits, now }) },
 ];
+
+const redisPrefix = `ladder-test:conf:${process.pid}:`;
+if (await brokerAvailable("Redis", REDIS_URL)) {
+  factories.push({
+    name: "redis",
+    create: async (limits, now) => {
+      const engine = new RedisEngine({ url: REDIS_URL, prefix: redisPrefix, ...limits, now });
+      await engine.whenReady();
+      return engine;
+    },
+  });
+  after(() => deleteRedisKeys(REDIS_URL, redisPrefix));
+}
+
+// A JetStream stream's limits are its own, so engines with the same limits share one (as nodes do).
+const natsStreams = `LADDER_TEST_CONF_${process.pid}_`;
+if (await brokerAvailable("NATS", NATS_URL)) {
+  factories.push({
+    name: "nats",
+    create: async (limits, now) => {
+      const stream = `${natsStreams}${limits.maxCount}_${limits.maxAgeMs}`;
+      const engine = new NatsEngine({ url: NATS_URL, stream, prefix: `ladder-test.conf${process.pid}.${limits.maxCount}_${limits.maxAgeMs}`, ...limits, now });
+      await engine.whenReady();
+      return engine;
+    },
+  });
+  after(() => deleteNatsStreams(NATS_URL, natsStreams));
+}
 
 let channelSeq = 0;
 const fresh = (): string => `conf.${process.pid}.${++channelSeq}`;

@@ -3,12 +3,14 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { serve } from "../server/server.js";
+import { staticFiles } from "../server/static.js";
+import { DemoPublisher, demoRoutes } from "../server/demo-publisher.js";
 import { resolveSettings, SETTINGS, SettingsError, settingsHelp } from "./settings.js";
 
 const USAGE = `ladder — a realtime delivery hub (polling, long-polling, SSE, WebSocket)
 
 Usage:
-  ladder serve [options]                 run a hub (in-memory engine)
+  ladder serve [options]                 run a hub (in memory, or one of many over --engine redis://… or nats://…)
   ladder publish <channel> <json> [--url U]   publish one message to a running hub
   ladder tail [channel] [--since ID] [--url U]  print a channel's messages as they arrive (SSE)
   ladder --help | --version
@@ -17,7 +19,8 @@ Options of serve:
   --config <file>               JSON config file (env LADDER_CONFIG); keys as listed below, plus "channels"
 ${settingsHelp()}
 
-Precedence: flag > environment > config file > default. SIGTERM or SIGINT drains gracefully.
+Switches (--tls-self-signed, --http2, --h2c) take no value; --no-<switch> turns one off; env and config
+take true/false. Precedence: flag > environment > config file > default. SIGTERM or SIGINT drains gracefully.
 `;
 
 function version(): string {
@@ -27,7 +30,15 @@ function version(): string {
 
 async function runServe(args: string[]): Promise<void> {
   const options: Record<string, { type: "string" | "boolean"; short?: string }> = { config: { type: "string" }, help: { type: "boolean", short: "h" } };
-  for (const s of SETTINGS) options[s.flag] = { type: "string" };
+  for (const s of SETTINGS) {
+    if (s.kind === "bool") {
+      // A switch and its negation: --h2c, --no-http2.
+      options[s.flag] = { type: "boolean" };
+      options[`no-${s.flag}`] = { type: "boolean" };
+    } else {
+      options[s.flag] = { type: "string" };
+    }
+  }
   const { values } = parseArgs({ args, options, strict: true, allowPositionals: false });
   if (values.help) {
     process.stdout.write(USAGE);
@@ -35,13 +46,26 @@ async function runServe(args: string[]): Promise<void> {
   }
   const settings = resolveSettings(values, process.env);
   const logger = pino({ level: settings.logLevel, base: undefined });
-  const running = await serve({ ...settings, logger });
+  // The demo page and its publisher (POST /demo/publisher), only when the demo is on.
+  const demo = settings.demo === false ? null : new DemoPublisher();
+  const running = await serve({ ...settings, logger, fallback: demo ? demoRoutes(demo, staticFiles()) : undefined }).catch((error: unknown) => {
+    // serve() refuses bad options (a certificate that does not parse, a key that does not fit) with a TypeError.
+    throw error instanceof TypeError ? new SettingsError(error.message) : error;
+  });
+  demo?.attach((channel, data) => running.hub.publish(channel, data));
   logger.info({ url: running.url, engine: running.hub.engine.name }, `ladder listening on ${running.url}`);
   if (!logger.isLevelEnabled("info")) process.stdout.write(`ladder listening on ${running.url}\n`);
+  if (running.tls?.selfSigned) {
+    // Printed so a developer can compare it with what the browser shows before accepting its warning.
+    const note = `self-signed development certificate, SHA-256 fingerprint ${running.tls.fingerprint256} (not for production)`;
+    logger.warn({ fingerprint256: running.tls.fingerprint256 }, note);
+    if (!logger.isLevelEnabled("warn")) process.stdout.write(`ladder: ${note}\n`);
+  }
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
+    demo?.close();
     logger.info({ signal }, "draining");
     running.close().then(
       () => process.exit(0),

@@ -4,10 +4,18 @@
  * config file > default.
  */
 import { readFileSync } from "node:fs";
+import { ENGINE_URL_HELP } from "../engines/create.js";
 import { DEFAULTS } from "../server/options.js";
-import type { ServeOptions } from "../server/server.js";
+import { DEFAULT_MAX_CONCURRENT_STREAMS, type ServeOptions } from "../server/server.js";
 
-type Kind = "int" | "seconds" | "string" | "policy";
+/** `bool` settings are switches on the command line (`--h2c`, `--no-http2`), true/false elsewhere. */
+type Kind = "int" | "seconds" | "string" | "policy" | "bool";
+
+/**
+ * What the table fills in: serve options, plus the TLS file names and switch that resolveSettings turns
+ * into the one `tls` option once every source has been read.
+ */
+type Target = Mutable<ServeOptions> & { logLevel?: string; demo?: boolean; tlsCertFile?: string; tlsKeyFile?: string; tlsSelfSigned?: boolean; authConfigFile?: string };
 
 interface Setting {
   readonly flag: string;
@@ -16,7 +24,7 @@ interface Setting {
   readonly kind: Kind;
   readonly help: string;
   readonly fallback: string;
-  readonly apply: (target: Mutable<ServeOptions> & { logLevel?: string }, value: number | string) => void;
+  readonly apply: (target: Target, value: number | string | boolean) => void;
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -26,6 +34,7 @@ const ms = (seconds: number): number => Math.round(seconds * 1000);
 export const SETTINGS: readonly Setting[] = [
   { flag: "port", env: "LADDER_PORT", key: "port", kind: "int", help: "TCP port to listen on", fallback: "8080", apply: (t, v) => (t.port = v as number) },
   { flag: "host", env: "LADDER_HOST", key: "host", kind: "string", help: "address to bind", fallback: "127.0.0.1", apply: (t, v) => (t.host = v as string) },
+  { flag: "engine", env: "LADDER_ENGINE", key: "engine", kind: "string", help: `storage and fan-out: ${ENGINE_URL_HELP} (many nodes share a broker)`, fallback: "memory", apply: (t, v) => (t.engine = engineUrl(v as string)) },
   { flag: "history-size", env: "LADDER_HISTORY_SIZE", key: "historySize", kind: "int", help: "messages kept per channel", fallback: String(DEFAULTS.historySize), apply: (t, v) => (t.historySize = v as number) },
   { flag: "history-age", env: "LADDER_HISTORY_AGE", key: "historyAge", kind: "seconds", help: "seconds a message is kept", fallback: String(DEFAULTS.historyMaxAgeMs / 1000), apply: (t, v) => (t.historyMaxAgeMs = ms(v as number)) },
   { flag: "max-wait", env: "LADDER_MAX_WAIT", key: "maxWait", kind: "seconds", help: "cap on a long-poll's wait, seconds", fallback: String(DEFAULTS.maxWaitSeconds), apply: (t, v) => (t.maxWaitSeconds = v as number) },
@@ -37,12 +46,29 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "max-channels", env: "LADDER_MAX_CHANNELS", key: "maxChannelsPerConnection", kind: "int", help: "channels per stream or WebSocket", fallback: String(DEFAULTS.maxChannelsPerConnection), apply: (t, v) => (t.maxChannelsPerConnection = v as number) },
   { flag: "max-buffered-bytes", env: "LADDER_MAX_BUFFERED_BYTES", key: "maxBufferedBytes", kind: "int", help: "bytes queued to one connection before the slow-consumer policy applies", fallback: String(DEFAULTS.maxBufferedBytes), apply: (t, v) => (t.maxBufferedBytes = v as number) },
   { flag: "slow-consumer", env: "LADDER_SLOW_CONSUMER", key: "slowConsumer", kind: "policy", help: "disconnect | latest", fallback: DEFAULTS.slowConsumer, apply: (t, v) => (t.slowConsumer = v as "disconnect" | "latest") },
+  { flag: "tls-cert", env: "LADDER_TLS_CERT", key: "tlsCert", kind: "string", help: "PEM certificate (chain) file: serve https and wss (with --tls-key)", fallback: "none", apply: (t, v) => (t.tlsCertFile = v as string) },
+  { flag: "tls-key", env: "LADDER_TLS_KEY", key: "tlsKey", kind: "string", help: "PEM private key file of --tls-cert", fallback: "none", apply: (t, v) => (t.tlsKeyFile = v as string) },
+  { flag: "tls-self-signed", env: "LADDER_TLS_SELF_SIGNED", key: "tlsSelfSigned", kind: "bool", help: "serve https with a development certificate made at start (fingerprint printed, never written to disk)", fallback: "false", apply: (t, v) => (t.tlsSelfSigned = v as boolean) },
+  { flag: "http2", env: "LADDER_HTTP2", key: "http2", kind: "bool", help: "with TLS, offer HTTP/2 by ALPN beside HTTP/1.1; --no-http2 for HTTP/1.1 only", fallback: "true", apply: (t, v) => (t.http2 = v as boolean) },
+  { flag: "h2c", env: "LADDER_H2C", key: "h2c", kind: "bool", help: "without TLS, also accept prior-knowledge cleartext HTTP/2, for a proxy that speaks it", fallback: "false", apply: (t, v) => (t.h2c = v as boolean) },
+  { flag: "max-concurrent-streams", env: "LADDER_MAX_CONCURRENT_STREAMS", key: "maxConcurrentStreams", kind: "int", help: "streams (SSE, polls) one HTTP/2 connection may hold open", fallback: String(DEFAULT_MAX_CONCURRENT_STREAMS), apply: (t, v) => (t.maxConcurrentStreams = v as number) },
+  { flag: "auth-config", env: "LADDER_AUTH_CONFIG", key: "authConfig", kind: "string", help: "JSON file with rules, defaults, jwt, apiKeys, allowedOrigins, cors, limits (docs/security.md)", fallback: "none (anyone may do anything)", apply: (t, v) => (t.authConfigFile = v as string) },
+  { flag: "demo", env: "LADDER_DEMO", key: "demo", kind: "bool", help: "serve the demo page at / and the browser client at /ladder-client.js; --no-demo to turn off", fallback: "true", apply: (t, v) => (t.demo = v as boolean) },
   { flag: "log-level", env: "LADDER_LOG_LEVEL", key: "logLevel", kind: "string", help: "fatal | error | warn | info | debug | silent", fallback: "info", apply: (t, v) => (t.logLevel = v as string) },
 ];
 
 export class SettingsError extends Error {}
 
-function convert(setting: Setting, raw: unknown, source: string): number | string {
+/** Checks the engine URL's scheme here, so a typo is a settings error (exit 2), not a crash at start. */
+function engineUrl(text: string): string {
+  if (!/^(memory(:(\/\/)?)?|(redis|rediss|nats):\/\/.+)$/.test(text)) throw new SettingsError(`engine: expected ${ENGINE_URL_HELP}, got ${JSON.stringify(text)}`);
+  return text;
+}
+
+const TRUE = new Set(["true", "1", "yes", "on"]);
+const FALSE = new Set(["false", "0", "no", "off"]);
+
+function convert(setting: Setting, raw: unknown, source: string): number | string | boolean {
   const where = `${source} ${setting.kind === "string" || setting.kind === "policy" ? "" : "(a number) "}`;
   switch (setting.kind) {
     case "int": {
@@ -61,13 +87,60 @@ function convert(setting: Setting, raw: unknown, source: string): number | strin
     case "string":
       if (typeof raw !== "string" || raw === "") throw new SettingsError(`${source} ${setting.flag}: expected text`);
       return raw;
+    case "bool": {
+      if (typeof raw === "boolean") return raw;
+      const text = String(raw).trim().toLowerCase();
+      if (TRUE.has(text)) return true;
+      if (FALSE.has(text)) return false;
+      throw new SettingsError(`${source} ${setting.flag}: expected true or false, got ${JSON.stringify(raw)}`);
+    }
   }
 }
 
+/** A switch from parseArgs: `--x` is true, `--no-x` false, neither leaves it to the other sources. */
+function switchFlag(flags: Record<string, string | boolean | undefined>, flag: string): boolean | undefined {
+  if (flags[flag] === true) return true;
+  if (flags[`no-${flag}`] === true) return false;
+  return undefined;
+}
+
+function readPem(path: string, flag: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw new SettingsError(`cannot read ${flag} file ${path}: ${(error as Error).message}`);
+  }
+}
+
+const AUTH_KEYS = new Set(["rules", "defaults", "jwt", "apiKeys", "allowedOrigins", "cors", "limits"]);
+
+/**
+ * The access-control file: kept apart from the main config because it holds secrets (HS256 secret, API
+ * keys) that deserve tighter file permissions. Shapes are checked by the hub's own option checks.
+ */
+function readAuthConfig(path: string): Pick<ServeOptions, "auth" | "allowedOrigins" | "cors" | "limits"> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    throw new SettingsError(`cannot read auth-config file ${path}: ${(error as Error).message}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new SettingsError(`auth-config file ${path} is not a JSON object`);
+  const c = parsed as Record<string, unknown>;
+  for (const key of Object.keys(c)) if (!AUTH_KEYS.has(key)) throw new SettingsError(`auth-config file ${path}: unknown key ${key}`);
+  type Options = ServeOptions;
+  const auth = { rules: c.rules, defaults: c.defaults, jwt: c.jwt, apiKeys: c.apiKeys } as NonNullable<Options["auth"]>;
+  return {
+    auth,
+    ...(c.allowedOrigins !== undefined ? { allowedOrigins: c.allowedOrigins as Options["allowedOrigins"] } : {}),
+    ...(c.cors !== undefined ? { cors: c.cors as Options["cors"] } : {}),
+    ...(c.limits !== undefined ? { limits: c.limits as Options["limits"] } : {}),
+  };
+}
 
 /** Builds serve options from a config file, the environment and parsed flags. */
-export function resolveSettings(flags: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv): ServeOptions & { logLevel: string } {
-  const target: Mutable<ServeOptions> & { logLevel?: string } = {};
+export function resolveSettings(flags: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv): ServeOptions & { logLevel: string; demo?: boolean } {
+  const target: Target = {};
   const configPath = (flags.config as string | undefined) ?? env.LADDER_CONFIG;
   let config: Record<string, unknown> = {};
   if (configPath) {
@@ -89,17 +162,24 @@ export function resolveSettings(flags: Record<string, string | boolean | undefin
     if (config.channels !== undefined) target.channels = config.channels as ServeOptions["channels"];
   }
   for (const setting of SETTINGS) {
-    const fromFlag = flags[setting.flag];
+    const fromFlag = setting.kind === "bool" ? switchFlag(flags, setting.flag) : flags[setting.flag];
     const fromEnv = env[setting.env];
     const fromConfig = config[setting.key];
-    if (typeof fromFlag === "string") setting.apply(target, convert(setting, fromFlag, "--"));
+    if (typeof fromFlag === "string" || typeof fromFlag === "boolean") setting.apply(target, convert(setting, fromFlag, "--"));
     else if (fromEnv !== undefined && fromEnv !== "") setting.apply(target, convert(setting, fromEnv, setting.env));
     else if (fromConfig !== undefined) setting.apply(target, convert(setting, fromConfig, `config ${setting.key}`));
   }
-  return { ...target, logLevel: target.logLevel ?? "info" };
+  const { tlsCertFile, tlsKeyFile, tlsSelfSigned, authConfigFile, logLevel, ...options } = target;
+  if (authConfigFile) Object.assign(options, readAuthConfig(authConfigFile));
+  if (tlsSelfSigned && (tlsCertFile || tlsKeyFile)) throw new SettingsError("tls-self-signed and tls-cert/tls-key exclude each other");
+  if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) throw new SettingsError("tls-cert and tls-key go together");
+  if (tlsCertFile && tlsKeyFile) options.tls = { cert: readPem(tlsCertFile, "tls-cert"), key: readPem(tlsKeyFile, "tls-key") };
+  else if (tlsSelfSigned) options.tls = "self-signed";
+  if (options.tls && options.h2c) throw new SettingsError("h2c is for cleartext; with TLS, HTTP/2 is negotiated by ALPN (turn it off with --no-http2)");
+  return { ...options, logLevel: logLevel ?? "info" };
 }
 
 export function settingsHelp(): string {
-  const rows = SETTINGS.map((s) => `  --${s.flag} <${s.kind === "seconds" ? "s" : s.kind === "int" ? "n" : "v"}>`.padEnd(30) + `${s.help} (default ${s.fallback}; env ${s.env}; config "${s.key}")`);
+  const rows = SETTINGS.map((s) => `  --${s.flag}${s.kind === "bool" ? "" : ` <${s.kind === "seconds" ? "s" : s.kind === "int" ? "n" : "v"}>`} `.padEnd(30) + `${s.help} (default ${s.fallback}; env ${s.env}; config "${s.key}")`);
   return rows.join("\n");
 }

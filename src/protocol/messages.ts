@@ -33,7 +33,9 @@ export type ClientFrame =
   | { readonly type: "join"; readonly room: string; readonly since?: MessageId }
   | { readonly type: "leave"; readonly room: string }
   | { readonly type: "publish"; readonly room: string; readonly data: unknown; readonly ref?: string | number }
-  | { readonly type: "ping"; readonly ref?: string | number };
+  | { readonly type: "ping"; readonly ref?: string | number }
+  /** Authenticates, or refreshes the token before it expires (same `sub`); answered with `authed`. */
+  | { readonly type: "auth"; readonly token: string; readonly ref?: string | number };
 
 /** Server → client WebSocket frames. */
 export type ServerFrame =
@@ -42,6 +44,8 @@ export type ServerFrame =
   | { readonly type: "left"; readonly room: string }
   | { readonly type: "ack"; readonly ref?: string | number; readonly id: MessageId; readonly room: string }
   | { readonly type: "pong"; readonly ref?: string | number; readonly time: number }
+  /** The token was accepted; `expiresAt` (ms since the epoch) is when the connection closes 4001 unless refreshed again. */
+  | { readonly type: "authed"; readonly ref?: string | number; readonly sub: string | null; readonly expiresAt: number | null }
   | { readonly type: "gap"; readonly room: string; readonly reason: GapReason; readonly since: MessageId; readonly resume: MessageId }
   | { readonly type: "error"; readonly code: string; readonly message: string; readonly ref?: string | number };
 

@@ -1,21 +1,70 @@
 /** Small helpers for answering HTTP requests with JSON and reading bounded JSON bodies. */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { constants as h2constants, Http2ServerResponse, type Http2ServerRequest } from "node:http2";
 import { LadderError } from "../protocol/index.js";
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+/**
+ * A request the hub handles: node:http's, or the HTTP/2 compatibility API's (which mirrors it). One code
+ * path serves both; the few places that differ (connection headers, buffered bytes) ask {@link isHttp2}.
+ */
+export type HubRequest = IncomingMessage | Http2ServerRequest;
+export type HubResponse = ServerResponse | Http2ServerResponse;
+
+export function isHttp2(res: HubResponse): res is Http2ServerResponse {
+  return res instanceof Http2ServerResponse;
+}
+
+/**
+ * Bytes written to this response but not yet taken by the peer. On HTTP/1.1 that is the response's own
+ * buffer plus the socket's, since the socket carries only this response. On HTTP/2 the socket is shared
+ * by every stream of the session, and HTTP/2 flow control holds a stream's data in that stream's queue
+ * when its peer stops reading: the stream's bufferSize is the figure that belongs to this response alone.
+ */
+export function outboundBytes(res: HubResponse): number {
+  if (isHttp2(res)) return res.stream.bufferSize;
+  return res.writableLength + (res.socket?.writableLength ?? 0);
+}
+
+/**
+ * Cuts a response part-way (a slow consumer, an error after the headers went out) so the client sees
+ * it broken off, not ended. HTTP/1.1 loses the connection; HTTP/2 resets this stream alone with CANCEL
+ * (destroy() would reset it with NO_ERROR, which reads as a normal end to some clients).
+ */
+export function abortResponse(res: HubResponse): void {
+  if (isHttp2(res)) {
+    if (!res.stream.destroyed) res.stream.close(h2constants.NGHTTP2_CANCEL);
+    return;
+  }
+  res.destroy();
+}
+
+/** Writes a chunk of a streamed body. (Both write()s take the same arguments, but TypeScript cannot call a union of overloads.) */
+export function writeChunk(res: HubResponse, chunk: string | Buffer): boolean {
+  return isHttp2(res) ? res.write(chunk) : res.write(chunk);
+}
+
+/**
+ * Headers that describe an HTTP/1.1 connection. HTTP/2 forbids them (RFC 9113 §8.2.2) and node:http2
+ * throws on them, so they are left out of HTTP/2 answers — the `upgrade: websocket` hint included.
+ */
+const CONNECTION_HEADERS = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
+
+export function sendJson(res: HubResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, {
+  const all: Record<string, string | number> = {
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(text),
     "cache-control": "no-store",
     ...headers,
-  });
+  };
+  if (isHttp2(res)) for (const name of Object.keys(all)) if (CONNECTION_HEADERS.has(name.toLowerCase())) delete all[name];
+  res.writeHead(status, all);
   res.end(text);
 }
 
-export function sendError(res: ServerResponse, error: LadderError, headers: Record<string, string> = {}): void {
+export function sendError(res: HubResponse, error: LadderError, headers: Record<string, string> = {}): void {
   if (res.headersSent) {
-    res.destroy();
+    abortResponse(res);
     return;
   }
   sendJson(res, error.status, error.toJSON(), headers);
@@ -38,6 +87,7 @@ export function rejectUpgrade(socket: import("node:stream").Duplex, error: Ladde
 
 const STATUS_TEXT: Record<number, string> = {
   400: "Bad Request",
+  401: "Unauthorized",
   403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
@@ -56,7 +106,7 @@ function isJsonContentType(value: string | undefined): boolean {
  * Reads a JSON body of at most `maxBytes`. Rejects with 415 for another content type, 413 when it is
  * larger (checked against Content-Length first, then while reading), 400 when it does not parse.
  */
-export function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<unknown> {
+export function readJsonBody(req: HubRequest, maxBytes: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     if (!isJsonContentType(req.headers["content-type"])) {
       reject(new LadderError("unsupported_media_type", "Content-Type must be application/json"));
@@ -101,10 +151,14 @@ export function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<un
   });
 }
 
-/** Closes the connection after the answer when a request body was left unread, so nothing lingers. */
-export function closeAfterResponse(req: IncomingMessage, res: ServerResponse): void {
+/**
+ * Closes the connection after the answer when a request body was left unread, so nothing lingers. On
+ * HTTP/2 only the stream goes (there is no `connection` header there, and the session carries other
+ * requests): destroying the request after the response resets that stream alone (RFC 9113 §8.1).
+ */
+export function closeAfterResponse(req: HubRequest, res: HubResponse): void {
   if (!req.complete) {
-    res.setHeader("connection", "close");
+    if (!isHttp2(res)) res.setHeader("connection", "close");
     res.once("finish", () => req.destroy());
   }
 }

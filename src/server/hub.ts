@@ -3,15 +3,18 @@
  * the set of open connections for heartbeats, limits and a graceful drain. It does not know how any
  * transport writes its bytes — each is a {@link Connection}.
  */
-import type { IncomingMessage, Server as HttpServer, ServerResponse } from "node:http";
+import type { IncomingMessage, Server as HttpServer } from "node:http";
 import type { Duplex } from "node:stream";
 import { pino, type Logger } from "pino";
 import { WebSocketServer } from "ws";
 import { DEFAULT_CHANNEL, isValidChannel, LadderError, type Message } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
+import { createEngine } from "../engines/create.js";
+import { Access, applyCors, RateLimitedError, upgradeOriginRefusal } from "./auth/access.js";
+import type { Principal } from "./auth/rules.js";
 import { MemoryEngine } from "../engines/memory.js";
 import { Fanout } from "./fanout.js";
-import { closeAfterResponse, readJsonBody, rejectUpgrade, sendError, sendJson } from "./http.js";
+import { closeAfterResponse, readJsonBody, rejectUpgrade, sendError, sendJson, type HubRequest, type HubResponse } from "./http.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
 import type { StreamContext } from "./stream-connection.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
@@ -40,6 +43,9 @@ export class Hub implements ConnectionRegistry {
   readonly #context: StreamContext;
   readonly #connections = new Set<Connection>();
   readonly #wss: WebSocketServer;
+  readonly #access: Access;
+  /** Per-IP connection slots, released when the connection leaves the registry. */
+  readonly #ipSlots = new Map<Connection, () => void>();
   readonly #timers: NodeJS.Timeout[] = [];
   #draining = false;
   #closed = false;
@@ -47,9 +53,14 @@ export class Hub implements ConnectionRegistry {
 
   constructor(options: HubOptions = {}) {
     this.options = resolveOptions(options);
+    // Before the engine: a bad auth option throws here, with nothing yet to release.
+    this.#access = new Access(options.auth, options.limits);
     this.logger = options.logger ?? pino({ level: "silent" });
-    this.#ownsEngine = !options.engine;
-    this.engine = options.engine ?? new MemoryEngine({ maxCount: this.options.historySize, maxAgeMs: this.options.historyMaxAgeMs });
+    this.#ownsEngine = typeof options.engine !== "object";
+    this.engine =
+      typeof options.engine === "object"
+        ? options.engine
+        : createEngine(options.engine ?? "memory", { maxCount: this.options.historySize, maxAgeMs: this.options.historyMaxAgeMs, logger: this.logger });
     this.#fanout = new Fanout(this.engine);
     this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options };
     // Room for the frame's own fields around the data, which publish() bounds by maxMessageBytes.
@@ -58,6 +69,10 @@ export class Hub implements ConnectionRegistry {
     const heartbeat = setInterval(() => this.#heartbeat(), this.options.heartbeatMs);
     heartbeat.unref();
     this.#timers.push(heartbeat);
+    const access = this.#access;
+    const sweepBuckets = setInterval(() => access.sweep(), SWEEP_INTERVAL_MS);
+    sweepBuckets.unref();
+    this.#timers.push(sweepBuckets);
     const engine = this.engine;
     if (engine instanceof MemoryEngine) {
       const sweep = setInterval(() => engine.sweep(), SWEEP_INTERVAL_MS);
@@ -66,8 +81,11 @@ export class Hub implements ConnectionRegistry {
     }
   }
 
-  /** A `node:http` request listener; with `next` it is Express/Connect middleware that passes on other paths. */
-  readonly handleRequest = (req: IncomingMessage, res: ServerResponse, next?: NextFunction): void => {
+  /**
+   * A `node:http` request listener — or a `node:http2` one (compatibility API), so one hub serves
+   * HTTP/1.1 and HTTP/2; with `next` it is Express/Connect middleware that passes on other paths.
+   */
+  readonly handleRequest = (req: HubRequest, res: HubResponse, next?: NextFunction): void => {
     this.#route(req, res, next).catch((error: unknown) => this.#fail(res, error));
   };
 
@@ -76,18 +94,39 @@ export class Hub implements ConnectionRegistry {
     const url = this.#url(req);
     if (url.pathname !== this.options.paths.websocket) return false;
     socket.on("error", () => socket.destroy());
-    const refusal = this.#admit();
+    const refusal = upgradeOriginRefusal(req, url, this.options.allowedOrigins, this.#access) ?? this.#admit();
     if (refusal) {
       rejectUpgrade(socket, refusal);
       return true;
     }
-    this.#wss.handleUpgrade(req, socket, head, (ws) => {
-      if (this.#closed) {
-        ws.terminate();
-        return;
-      }
-      new WebSocketConnection(this.#context, ws, socket, this, (channel, data) => this.publish(channel, data));
-    });
+    const ip = clientIp(req);
+    const release = this.#access.acquireConnection(ip);
+    if (!release) {
+      rejectUpgrade(socket, perIpRefusal(), { "retry-after": "1" });
+      return true;
+    }
+    // ws may refuse the handshake itself (a bad key) without calling back: the socket's end frees the slot then.
+    socket.once("close", release);
+    // The token on the upgrade (header, cookie or query) is checked before the handshake completes, so a
+    // bad one is a plain 401; no token is fine here — each join and publish is checked, and an auth frame may follow.
+    this.#access.principalFor(req, url).then(
+      (principal) => {
+        if (socket.destroyed) return release();
+        this.#wss.handleUpgrade(req, socket, head, (ws) => {
+          if (this.#closed) {
+            release();
+            ws.terminate();
+            return;
+          }
+          const connection = new WebSocketConnection(this.#context, ws, socket, this, (channel, data) => this.publish(channel, data), this.#access, principal, ip);
+          this.#own(connection, release);
+        });
+      },
+      (error: unknown) => {
+        release();
+        rejectUpgrade(socket, error instanceof LadderError ? error : new LadderError("internal", "internal error"), { "www-authenticate": "Bearer" });
+      },
+    );
     return true;
   };
 
@@ -125,6 +164,8 @@ export class Hub implements ConnectionRegistry {
 
   remove(connection: Connection): void {
     this.#connections.delete(connection);
+    this.#ipSlots.get(connection)?.();
+    this.#ipSlots.delete(connection);
     if (this.#connections.size === 0 && this.#drainWaiters.length > 0) {
       for (const resolve of this.#drainWaiters.splice(0)) resolve();
     }
@@ -159,6 +200,18 @@ export class Hub implements ConnectionRegistry {
     if (this.#ownsEngine) await this.engine.close();
   }
 
+  /** Ties an IP slot to a connection; a connection already gone (closed while starting) frees it at once. */
+  #own(connection: Connection, release: () => void): void {
+    if (this.#connections.has(connection)) this.#ipSlots.set(connection, release);
+    else release();
+  }
+
+  #slot(req: HubRequest): () => void {
+    const release = this.#access.acquireConnection(clientIp(req));
+    if (!release) throw perIpRefusal();
+    return release;
+  }
+
   #heartbeat(): void {
     const now = Date.now();
     for (const connection of this.#connections) connection.heartbeat(now);
@@ -172,18 +225,20 @@ export class Hub implements ConnectionRegistry {
     return null;
   }
 
-  #url(req: IncomingMessage): URL {
+  #url(req: HubRequest): URL {
     return new URL(req.url ?? "/", "http://hub.invalid");
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse, next?: NextFunction): Promise<void> {
+  async #route(req: HubRequest, res: HubResponse, next?: NextFunction): Promise<void> {
     const url = this.#url(req);
     const { paths } = this.options;
     const method = req.method ?? "GET";
+    const cors = this.options.cors;
+    if (cors && (url.pathname === paths.messages || url.pathname === paths.stream) && applyCors(req, res, cors)) return;
     switch (url.pathname) {
       case paths.messages:
         if (method === "GET" || method === "HEAD") return this.#poll(req, res, url);
-        if (method === "POST") return this.#publishRequest(req, res);
+        if (method === "POST") return this.#publishRequest(req, res, url);
         return this.#methodNotAllowed(req, res, "GET, HEAD, POST");
       case paths.stream:
         if (method === "GET") return this.#stream(req, res, url);
@@ -206,19 +261,22 @@ export class Hub implements ConnectionRegistry {
     }
   }
 
-  #methodNotAllowed(req: IncomingMessage, res: ServerResponse, allow: string): void {
+  #methodNotAllowed(req: HubRequest, res: HubResponse, allow: string): void {
     closeAfterResponse(req, res);
     sendError(res, new LadderError("method_not_allowed", `use ${allow}`), { allow });
   }
 
-  async #publishRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async #publishRequest(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     if (this.#draining) {
       closeAfterResponse(req, res);
       sendError(res, new LadderError("draining", "server is shutting down"), { "retry-after": "1" });
       return;
     }
     let body: unknown;
+    let principal: Principal;
     try {
+      // Authenticated before the body is read: a caller without a valid token costs no buffering.
+      principal = await this.#access.principalFor(req, url);
       body = await readJsonBody(req, this.options.maxMessageBytes);
     } catch (error) {
       closeAfterResponse(req, res);
@@ -231,37 +289,60 @@ export class Hub implements ConnectionRegistry {
     if (!("data" in fields)) throw new LadderError("bad_request", 'body needs a "data" field');
     const channel = fields.channel ?? DEFAULT_CHANNEL;
     if (!isValidChannel(channel)) throw new LadderError("bad_channel", "channel must be 1–128 characters from A-Z a-z 0-9 _ . : -");
+    this.#access.check(principal, "publish", channel);
+    this.#access.takePublish(principal, clientIp(req));
     const message = await this.publish(channel, fields.data);
     sendJson(res, 201, { id: message.id, channel: message.channel });
   }
 
-  async #poll(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     const request = parsePollRequest(url, this.#context);
+    this.#access.check(await this.#access.principalFor(req, url), "subscribe", request.channel);
     if (request.waitMs === 0 || this.#draining) {
       await poll(this.#context, request, res);
       return;
     }
     const refusal = this.#admit();
     if (refusal) throw refusal;
-    await new LongPoll(this.#context, request, req, res, this).start();
+    const release = this.#slot(req);
+    const held = new LongPoll(this.#context, request, req, res, this);
+    this.#own(held, release);
+    await held.start();
   }
 
-  async #stream(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  async #stream(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     const request = parseSseRequest(req, url, this.#context);
+    const principal = await this.#access.principalFor(req, url);
+    for (const channel of request.channels) this.#access.check(principal, "subscribe", channel);
     const refusal = this.#admit();
     if (refusal) throw refusal;
-    await new SseConnection(this.#context, request, req, res, this).start(request);
+    const release = this.#slot(req);
+    const stream = new SseConnection(this.#context, request, req, res, this, principal);
+    this.#own(stream, release);
+    await stream.start(request);
   }
 
-  #fail(res: ServerResponse, error: unknown): void {
+  #fail(res: HubResponse, error: unknown): void {
     if (error instanceof LadderError) {
-      const headers: Record<string, string> = error.status === 429 || error.status === 503 ? { "retry-after": "1" } : {};
+      const wait = error instanceof RateLimitedError ? error.retryAfterSeconds : 1;
+      const headers: Record<string, string> = error.status === 429 || error.status === 503 ? { "retry-after": String(wait) } : {};
+      // RFC 6750 §3: a 401 names the scheme that would be accepted.
+      if (error.status === 401) headers["www-authenticate"] = "Bearer";
       sendError(res, error, headers);
       return;
     }
     this.logger.error({ err: error }, "request failed");
     sendError(res, new LadderError("internal", "internal error"));
   }
+}
+
+/** The peer's address; behind a proxy that is the proxy's, so per-IP limits there belong in the proxy. */
+function clientIp(req: HubRequest): string {
+  return req.socket?.remoteAddress ?? "unknown";
+}
+
+function perIpRefusal(): LadderError {
+  return new LadderError("too_many_connections", "too many connections from this address");
 }
 
 export function createHub(options: HubOptions = {}): Hub {

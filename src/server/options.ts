@@ -2,6 +2,7 @@
 import type { Logger } from "pino";
 import { channelMatches } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
+import type { AuthOptions, CorsOptions, LimitOptions } from "./auth/access.js";
 
 export type SlowConsumerPolicy = "disconnect" | "latest";
 
@@ -18,10 +19,13 @@ export interface HubPaths {
 }
 
 export interface HubOptions {
-  /** Storage and fan-out; the in-memory engine when absent. */
-  readonly engine?: Engine;
+  /**
+   * Storage and fan-out: an engine, or a URL the hub makes one from (and closes with itself) —
+   * `memory` (the default), `redis://host:port` or `nats://host:port` for many nodes sharing a broker.
+   */
+  readonly engine?: Engine | string;
   readonly paths?: Partial<HubPaths>;
-  /** History kept per channel: by count and by age (ms). Used by the default memory engine. */
+  /** History kept per channel: by count and by age (ms). Used by an engine the hub makes from a URL (or the default). */
   readonly historySize?: number;
   readonly historyMaxAgeMs?: number;
   /** Cap on a long-poll's `wait` parameter, in seconds. */
@@ -45,6 +49,20 @@ export interface HubOptions {
   /** Most messages a poll answers with, and the default when `limit` is absent. */
   readonly pollMaxLimit?: number;
   readonly pollDefaultLimit?: number;
+  /**
+   * Who may subscribe and publish (docs/security.md). Without it anyone may do anything — the behaviour
+   * of a hub that predates access control, kept so existing embeddings are unchanged.
+   */
+  readonly auth?: AuthOptions;
+  /**
+   * Origins whose pages may open a WebSocket (checked on the upgrade; browsers apply no CORS to it). Unset:
+   * any origin, except that a cookie-only token must come from the hub's own host.
+   */
+  readonly allowedOrigins?: readonly string[];
+  /** CORS for the HTTP rungs (poll, long-poll, SSE, publish). Unset: no CORS headers, as before. */
+  readonly cors?: CorsOptions;
+  /** Abuse limits (per-IP connections, publish rate, WebSocket first-frame time). On with defaults when `auth` is set. */
+  readonly limits?: LimitOptions;
   readonly logger?: Logger;
 }
 
@@ -64,6 +82,8 @@ export interface ResolvedOptions {
   readonly channels: readonly ChannelPolicy[];
   readonly pollMaxLimit: number;
   readonly pollDefaultLimit: number;
+  readonly allowedOrigins?: readonly string[];
+  readonly cors?: CorsOptions;
 }
 
 export const DEFAULTS: ResolvedOptions = {
@@ -104,6 +124,11 @@ function path(name: string, value: string | undefined, fallback: string): string
   return value;
 }
 
+function strings(name: string, value: readonly string[]): readonly string[] {
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) throw new TypeError(`option ${name} must be a list of strings`);
+  return [...value];
+}
+
 export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
   const slowConsumer = policy("slowConsumer", options.slowConsumer, DEFAULTS.slowConsumer);
   const channels = (options.channels ?? []).map((rule, i) => {
@@ -131,6 +156,8 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
     channels,
     pollMaxLimit,
     pollDefaultLimit: Math.min(pollMaxLimit, positive("pollDefaultLimit", options.pollDefaultLimit, DEFAULTS.pollDefaultLimit)),
+    ...(options.allowedOrigins ? { allowedOrigins: strings("allowedOrigins", options.allowedOrigins) } : {}),
+    ...(options.cors ? { cors: { origins: strings("cors.origins", options.cors.origins), credentials: options.cors.credentials === true } } : {}),
   };
 }
 

@@ -1,53 +1,96 @@
-/** A ready-to-run node:http server around a hub, with a graceful drain on SIGTERM/SIGINT. */
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+/**
+ * A ready-to-run server around a hub — HTTP/1.1, or with TLS HTTP/2 and HTTP/1.1 on one port, or h2c
+ * beside HTTP/1.1 (see listen.ts) — with a graceful drain on SIGTERM/SIGINT.
+ */
+import type { Server as NetServer } from "node:net";
 import { LadderError } from "../protocol/index.js";
-import { rejectUpgrade } from "./http.js";
+import { rejectUpgrade, type HubRequest, type HubResponse } from "./http.js";
 import { Hub } from "./hub.js";
+import { listen, type Listener } from "./listen.js";
 import type { HubOptions } from "./options.js";
+import { providedCredentials, selfSignedCredentials, type TlsCredentials, type TlsInfo } from "./tls.js";
 
 export interface ServeOptions extends HubOptions {
   readonly port?: number;
   readonly host?: string;
-  /** Extra request handling for paths the hub does not own (the demo page, static files). */
-  readonly fallback?: (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => void;
+  /** Extra request handling for paths the hub does not own (the demo page, static files); HTTP/1.1 or HTTP/2. */
+  readonly fallback?: (req: HubRequest, res: HubResponse) => void;
+  /**
+   * Serve https and wss: a PEM certificate (chain) and key, or `"self-signed"` for a development
+   * certificate made at start, kept in memory only (its fingerprint is in {@link RunningServer.tls}).
+   */
+  readonly tls?: TlsCredentials | "self-signed";
+  /** With TLS, offer HTTP/2 by ALPN, HTTP/1.1 staying the fallback on the same port. Default true. */
+  readonly http2?: boolean;
+  /** Without TLS, also accept prior-knowledge cleartext HTTP/2 (h2c) on the port, for a proxy that speaks it. Default false. */
+  readonly h2c?: boolean;
+  /** Streams one HTTP/2 connection may hold open at once (SETTINGS_MAX_CONCURRENT_STREAMS). Default 128. */
+  readonly maxConcurrentStreams?: number;
 }
 
 export interface RunningServer {
   readonly hub: Hub;
-  readonly server: Server;
+  /** The server holding the port: node:http's without TLS or h2c, else the dispatcher in front of the protocol servers. */
+  readonly server: NetServer;
+  /** `http://…` or, with TLS, `https://…`. */
   readonly url: string;
-  /** Drains the hub, then closes the server. */
+  /** What the port speaks, e.g. `["h2", "http/1.1"]`. */
+  readonly protocols: readonly string[];
+  /** The certificate served (never its key), or null without TLS. */
+  readonly tls: TlsInfo | null;
+  /** Drains the hub (HTTP/2 connections get GOAWAY), then closes the server. */
   close(): Promise<void>;
 }
 
+/** How long HTTP/2 connections that got GOAWAY may take to flush their last frames and close by themselves. */
+const SETTLE_MS = 1000;
+
+/** nginx's default for http2_max_concurrent_streams; each open SSE stream or held poll takes one. */
+export const DEFAULT_MAX_CONCURRENT_STREAMS = 128;
+
 export async function serve(options: ServeOptions = {}): Promise<RunningServer> {
+  const host = options.host ?? "127.0.0.1";
+  const maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS;
+  if (!Number.isInteger(maxConcurrentStreams) || maxConcurrentStreams < 1 || maxConcurrentStreams > 2 ** 31 - 1) {
+    throw new TypeError(`option maxConcurrentStreams must be a whole number from 1 to 2147483647, got ${String(maxConcurrentStreams)}`);
+  }
+  if (options.tls && options.h2c) throw new TypeError("option h2c is for cleartext; with tls, HTTP/2 is negotiated by ALPN (option http2)");
+  // Certificates first: a bad one fails serve() before a hub or a port is taken.
+  const tls = options.tls === "self-signed" ? await selfSignedCredentials(host) : options.tls ? providedCredentials(options.tls) : null;
   const hub = new Hub(options);
-  const server = createServer();
-  server.on("request", (req, res) => hub.handleRequest(req, res, options.fallback ? () => options.fallback!(req, res) : undefined));
-  server.on("upgrade", (req, socket, head) => {
-    if (!hub.handleUpgrade(req, socket, head)) rejectUpgrade(socket, new LadderError("not_found", "no WebSocket endpoint here"));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? 8080, options.host ?? "127.0.0.1", () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const address = server.address() as AddressInfo;
-  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const { fallback } = options;
+  let listener: Listener;
+  try {
+    listener = await listen(
+      { port: options.port ?? 8080, host, tls, http2: options.http2 ?? true, h2c: options.h2c ?? false, maxConcurrentStreams, logger: hub.logger },
+      {
+        request: (req, res) => hub.handleRequest(req, res, fallback ? () => fallback(req, res) : undefined),
+        upgrade: (req, socket, head) => {
+          if (!hub.handleUpgrade(req, socket, head)) rejectUpgrade(socket, new LadderError("not_found", "no WebSocket endpoint here"));
+        },
+      },
+    );
+  } catch (error) {
+    await hub.close();
+    throw error;
+  }
+  const { server } = listener;
   let closing: Promise<void> | null = null;
   return {
     hub,
     server,
-    url: `http://${host}:${address.port}`,
+    url: listener.url,
+    protocols: listener.protocols,
+    tls: tls?.info ?? null,
     close() {
       closing ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        const closed = listener.stopAccepting();
+        // GOAWAY first: HTTP/2 clients open no new stream here while the hub ends the open ones.
+        listener.goAway();
         await hub.drain();
         await hub.close();
-        server.closeAllConnections();
+        await listener.settle(SETTLE_MS);
+        listener.destroyAll();
         await closed;
       })();
       return closing;

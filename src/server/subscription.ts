@@ -31,6 +31,8 @@ export class Subscription implements LiveListener {
   /** Live messages seen while history is being read; null once live. */
   #held: Delivery[] | null = [];
   #overflowed = false;
+  /** The cursor when the subscription went live; live messages at or below it were already emitted. */
+  #fence: MessageId | null = null;
   #closed = false;
 
   constructor(engine: Engine, fanout: Fanout, channel: string, since: MessageId | null, sink: SubscriptionSink) {
@@ -82,6 +84,7 @@ export class Subscription implements LiveListener {
     const held = this.#held ?? [];
     this.#held = null;
     for (const delivery of held) this.#emit(delivery);
+    this.#fence = this.#cursor;
     return this.#cursor!;
   }
 
@@ -96,7 +99,14 @@ export class Subscription implements LiveListener {
       }
       return;
     }
-    // Live: the fan-out hands messages over in increasing id order, past everything emitted so far.
+    // Live: the fan-out hands messages over in increasing id order. With a broker the catch-up read can
+    // run ahead of the live feed (history already holds a message this node has not yet been told
+    // about), so live messages up to where the read ended are dropped. Past that fence, order alone
+    // guarantees novelty and the hot path compares nothing.
+    if (this.#fence !== null) {
+      if (compareIds(delivery.id, this.#fence) <= 0) return;
+      this.#fence = null;
+    }
     this.#cursor = delivery.id;
     this.#sink.message(this.channel, delivery, true);
   }

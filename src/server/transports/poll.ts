@@ -3,10 +3,9 @@
  * Without `wait` the answer comes at once; with it, the request is held until a message after `since`
  * exists or the wait runs out (`200 []`). A held request whose client leaves is released at once.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
 import { CURSOR_HEADER, GAP_HEADER, LadderError, type Gap, type Message, type MessageId } from "../../protocol/index.js";
 import type { Delivery } from "../delivery.js";
-import { sendJson } from "../http.js";
+import { sendJson, type HubRequest, type HubResponse } from "../http.js";
 import { parseChannel, parseLimit, parseSince, parseWait } from "../params.js";
 import type { StreamContext } from "../stream-connection.js";
 import { Subscription, type SubscriptionSink } from "../subscription.js";
@@ -32,14 +31,14 @@ export function parsePollRequest(url: URL, context: StreamContext): PollRequest 
   };
 }
 
-function answer(res: ServerResponse, messages: readonly Message[], cursor: MessageId, gap: Gap | null): void {
+function answer(res: HubResponse, messages: readonly Message[], cursor: MessageId, gap: Gap | null): void {
   const headers: Record<string, string> = { [CURSOR_HEADER]: cursor };
   if (gap) headers[GAP_HEADER] = JSON.stringify(gap);
   sendJson(res, 200, messages, headers);
 }
 
 /** Answers a poll at once from history. */
-export async function poll(context: StreamContext, request: PollRequest, res: ServerResponse): Promise<void> {
+export async function poll(context: StreamContext, request: PollRequest, res: HubResponse): Promise<void> {
   const result = await context.engine.read(request.channel, request.since, request.limit);
   answer(res, result.messages, result.cursor, result.gap);
 }
@@ -47,7 +46,7 @@ export async function poll(context: StreamContext, request: PollRequest, res: Se
 /** A held long-poll: a subscription whose first delivery (or a gap, or the timeout) answers the request. */
 export class LongPoll implements Connection, SubscriptionSink {
   readonly kind = "long-poll";
-  readonly #res: ServerResponse;
+  readonly #res: HubResponse;
   readonly #request: PollRequest;
   readonly #registry: ConnectionRegistry;
   readonly #subscription: Subscription;
@@ -57,7 +56,7 @@ export class LongPoll implements Connection, SubscriptionSink {
   #flushScheduled = false;
   #done = false;
 
-  constructor(context: StreamContext, request: PollRequest, req: IncomingMessage, res: ServerResponse, registry: ConnectionRegistry) {
+  constructor(context: StreamContext, request: PollRequest, req: HubRequest, res: HubResponse, registry: ConnectionRegistry) {
     this.#res = res;
     this.#request = request;
     this.#registry = registry;

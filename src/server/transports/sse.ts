@@ -4,7 +4,6 @@
  * guide's `JSON.parse(event.data)` expects); a stream of several channels sends an envelope
  * `{channel,id,data,time}` and a composite id `a=<id>;b=<id>` so one Last-Event-ID resumes all of them.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
 import {
   decodeCursor,
   encodeComment,
@@ -16,12 +15,18 @@ import {
   type Gap,
   type MessageId,
 } from "../../protocol/index.js";
+import type { Corkable } from "../cork.js";
 import type { Delivery } from "../delivery.js";
+import { watchExpiry } from "../auth/access.js";
+import { ANONYMOUS, type Principal } from "../auth/rules.js";
+import { abortResponse, isHttp2, outboundBytes, writeChunk, type HubRequest, type HubResponse } from "../http.js";
 import { parseChannels } from "../params.js";
 import { onceEither, StreamConnection, type StreamContext } from "../stream-connection.js";
 import type { Connection, ConnectionRegistry } from "./transport.js";
 
 const HEARTBEAT = Buffer.from(encodeComment());
+/** Sent when the stream's token expires, just before the stream ends; EventSource reconnects, so the app should refresh the token first. */
+const TOKEN_EXPIRED = Buffer.from(encodeEvent({ event: "error", data: JSON.stringify({ code: "token_expired", message: "token expired" }) }));
 
 export interface SseRequest {
   readonly channels: readonly string[];
@@ -32,7 +37,7 @@ export interface SseRequest {
 }
 
 /** Last-Event-ID (set by EventSource on reconnect) wins over `since`/`lastEventId` in the query. */
-export function parseSseRequest(req: IncomingMessage, url: URL, context: StreamContext): SseRequest {
+export function parseSseRequest(req: HubRequest, url: URL, context: StreamContext): SseRequest {
   const channels = parseChannels(url.searchParams.getAll("channel"), context.options.maxChannelsPerConnection);
   const header = req.headers["last-event-id"];
   const text = (typeof header === "string" && header !== "" ? header : null) ?? url.searchParams.get("since") ?? url.searchParams.get("lastEventId");
@@ -45,12 +50,13 @@ export function parseSseRequest(req: IncomingMessage, url: URL, context: StreamC
 
 export class SseConnection extends StreamConnection implements Connection {
   readonly kind = "sse";
-  readonly #res: ServerResponse;
+  readonly #res: HubResponse;
   readonly #registry: ConnectionRegistry;
   readonly #multi: boolean;
+  readonly #stopExpiry: () => void;
   #closed = false;
 
-  constructor(context: StreamContext, request: SseRequest, req: IncomingMessage, res: ServerResponse, registry: ConnectionRegistry) {
+  constructor(context: StreamContext, request: SseRequest, req: HubRequest, res: HubResponse, registry: ConnectionRegistry, principal: Principal = ANONYMOUS) {
     super(context);
     this.#res = res;
     this.#registry = registry;
@@ -67,7 +73,12 @@ export class SseConnection extends StreamConnection implements Connection {
     };
     if (req.httpVersionMajor === 1) headers.connection = "keep-alive";
     res.writeHead(200, headers);
-    res.write(encodeEvent({ retry: context.options.sseRetryMs }));
+    writeChunk(res, encodeEvent({ retry: context.options.sseRetryMs }));
+    // An SSE stream cannot be re-authenticated in place: when its token expires it says why and ends.
+    this.#stopExpiry = watchExpiry(principal, () => {
+      this.#write(TOKEN_EXPIRED);
+      this.destroy();
+    });
   }
 
   /** Subscribes every channel, then tells the browser the cursor so a reconnect resumes from here. */
@@ -81,8 +92,12 @@ export class SseConnection extends StreamConnection implements Connection {
     this.#write(encodeEvent({ event: READY_EVENT, id: this.#cursorFor(request.channels[0]!), data: JSON.stringify(cursors) }));
   }
 
+  protected corkable(): Corkable | null {
+    return isHttp2(this.#res) ? null : (this.#res.socket ?? null);
+  }
+
   protected bufferedBytes(): number {
-    return this.#res.writableLength + (this.#res.socket?.writableLength ?? 0);
+    return outboundBytes(this.#res);
   }
 
   protected onceDrained(callback: () => void): void {
@@ -104,8 +119,8 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   protected dropSlowConsumer(): void {
-    // Destroy rather than end: ending would wait behind the very backlog that made it slow.
-    this.#res.destroy();
+    // Abort rather than end: ending would wait behind the very backlog that made it slow.
+    abortResponse(this.#res);
     this.destroy();
   }
 
@@ -121,6 +136,7 @@ export class SseConnection extends StreamConnection implements Connection {
   destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#stopExpiry();
     this.releaseSubscriptions();
     this.#registry.remove(this);
     if (!this.#res.writableEnded) this.#res.end();
@@ -132,6 +148,6 @@ export class SseConnection extends StreamConnection implements Connection {
 
   #write(chunk: string | Buffer): void {
     if (this.#closed || this.#res.writableEnded) return;
-    this.#res.write(chunk);
+    writeChunk(this.#res, chunk);
   }
 }

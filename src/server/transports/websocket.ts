@@ -1,7 +1,8 @@
 /**
  * WebSocket: RFC 6455 upgrade at `/api/ws` (framing by the `ws` library), JSON text frames both ways.
  * Client frames: join, leave, publish (acked), ping. Server frames: message, joined, left, ack, pong,
- * gap, error. A bad frame gets an `error` frame; a peer that keeps sending bad frames is closed with 1008,
+ * gap, error. With access control, an `auth` frame authenticates or refreshes the token (answered with
+ * `authed`); a token that expires unrefreshed closes the socket with 4001 "token expired". A bad frame gets an `error` frame; a peer that keeps sending bad frames is closed with 1008,
  * an oversized frame with 1009 (by `ws`). The server pings and drops a peer that stops answering.
  */
 import type { Duplex } from "node:stream";
@@ -15,6 +16,8 @@ import {
   type MessageId,
   type ServerFrame,
 } from "../../protocol/index.js";
+import { Access, watchExpiry } from "../auth/access.js";
+import { ANONYMOUS, type Principal } from "../auth/rules.js";
 import type { Corkable } from "../cork.js";
 import type { Delivery } from "../delivery.js";
 import { onceEither, StreamConnection, type StreamContext } from "../stream-connection.js";
@@ -25,6 +28,8 @@ const MAX_BAD_FRAMES = 20;
 const MAX_REF_LENGTH = 128;
 /** How long a closing handshake may take before the socket is cut (a slow peer may never read it). */
 const CLOSE_GRACE_MS = 5000;
+/** Close code for a token that expired unrefreshed: in the 4000–4999 range applications own, so a client can tell it from 1008. */
+export const CLOSE_TOKEN_EXPIRED = 4001;
 
 export type Publisher = (channel: string, data: unknown) => Promise<{ id: MessageId }>;
 
@@ -48,12 +53,36 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   readonly #socket: Duplex;
   readonly #registry: ConnectionRegistry;
   readonly #publish: Publisher;
+  readonly #access: Access;
+  #principal: Principal;
+  readonly #ip: string;
+  #firstFrame: NodeJS.Timeout | null = null;
+  #stopExpiry: () => void = () => undefined;
   #lastSeen = Date.now();
   #badFrames = 0;
   #closed = false;
 
-  constructor(context: StreamContext, ws: WebSocket, socket: Duplex, registry: ConnectionRegistry, publish: Publisher) {
+  constructor(
+    context: StreamContext,
+    ws: WebSocket,
+    socket: Duplex,
+    registry: ConnectionRegistry,
+    publish: Publisher,
+    access: Access = new Access(undefined),
+    principal: Principal = ANONYMOUS,
+    ip = "unknown",
+  ) {
     super(context);
+    this.#access = access;
+    this.#principal = principal;
+    this.#ip = ip;
+    this.#watchExpiry();
+    // A socket that never speaks only holds a slot (and, unauthenticated, probes the limits): give it a deadline.
+    if (access.firstFrameTimeoutMs !== null) {
+      const idle = setTimeout(() => this.#close(1008, "no frame received"), access.firstFrameTimeoutMs);
+      idle.unref();
+      this.#firstFrame = idle;
+    }
     this.#ws = ws;
     this.#socket = socket;
     this.#registry = registry;
@@ -106,6 +135,8 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#stopExpiry();
+    this.#clearFirstFrame();
     this.releaseSubscriptions();
     this.#registry.remove(this);
     if (this.#ws.readyState === this.#ws.OPEN || this.#ws.readyState === this.#ws.CONNECTING) this.#ws.terminate();
@@ -113,11 +144,51 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   #close(code: number, reason: string): void {
     if (this.#closed || this.ended) return;
+    this.#stopExpiry();
+    this.#clearFirstFrame();
     this.releaseSubscriptions();
     this.#ws.close(code, reason);
     const timer = setTimeout(() => this.destroy(), CLOSE_GRACE_MS);
     timer.unref();
     this.#ws.once("close", () => clearTimeout(timer));
+  }
+
+  #clearFirstFrame(): void {
+    if (this.#firstFrame) clearTimeout(this.#firstFrame);
+    this.#firstFrame = null;
+  }
+
+  /** One timer per connection: replaced on refresh, cleared on close. */
+  #watchExpiry(): void {
+    this.#stopExpiry();
+    this.#stopExpiry = watchExpiry(this.#principal, () => this.#close(CLOSE_TOKEN_EXPIRED, "token expired"));
+  }
+
+  #authenticate(token: unknown, ref: Ref): void {
+    if (typeof token !== "string" || token === "") throw new LadderError("bad_frame", "auth needs a token");
+    this.#access.verify(token).then(
+      (principal) => {
+        if (this.ended) return;
+        // A refresh may extend the session, not switch users: another subject would inherit this one's rooms.
+        if (this.#principal.kind === "token" && principal.sub !== this.#principal.sub) {
+          this.#sendError(new LadderError("forbidden", "a refreshed token must have the same sub"), ref);
+          return;
+        }
+        this.#principal = principal;
+        this.#watchExpiry();
+        const { sub, expiresAt } = principal;
+        this.#send(ref === undefined ? { type: "authed", sub, expiresAt } : { type: "authed", ref, sub, expiresAt });
+        // The new token's grants may be narrower: rooms it no longer covers are left.
+        for (const room of [...this.subscriptions.keys()]) {
+          const refusal = this.#access.refusal(principal, "subscribe", room);
+          if (!refusal) continue;
+          this.unsubscribe(room);
+          this.#sendError(refusal, ref);
+          this.#send({ type: "left", room });
+        }
+      },
+      (error: unknown) => this.#sendError(error, ref),
+    );
   }
 
   #send(frame: ServerFrame): void {
@@ -137,6 +208,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   #onFrame(data: Buffer, isBinary: boolean): void {
     this.#lastSeen = Date.now();
+    this.#clearFirstFrame();
     let ref: Ref;
     try {
       if (isBinary) throw new LadderError("bad_frame", "binary frames are not supported; send JSON text");
@@ -159,6 +231,8 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   #reject(error: unknown, ref: Ref): void {
     this.#sendError(error, ref);
+    // Being throttled is not misbehaving: a busy publisher is told to slow down, not closed for it.
+    if (error instanceof LadderError && error.code === "rate_limited") return;
     if (++this.#badFrames > MAX_BAD_FRAMES) this.#close(1008, "too many bad frames");
   }
 
@@ -166,6 +240,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     switch (frame.type) {
       case "join": {
         const room = readRoom(frame);
+        this.#access.check(this.#principal, "subscribe", room);
         const since = frame.since;
         if (since !== undefined && since !== null && (typeof since !== "string" || !isId(since))) {
           throw new LadderError("bad_since", "since must be a message id such as 1732540000000-0, or 0");
@@ -190,17 +265,22 @@ export class WebSocketConnection extends StreamConnection implements Connection 
       case "publish": {
         const room = readRoom(frame);
         if (!("data" in frame)) throw new LadderError("bad_frame", "publish needs data");
+        this.#access.check(this.#principal, "publish", room);
+        this.#access.takePublish(this.#principal, this.#ip);
         this.#publish(room, frame.data).then(
           ({ id }) => this.#send(ref === undefined ? { type: "ack", id, room } : { type: "ack", ref, id, room }),
           (error: unknown) => this.#sendError(error, ref),
         );
         return;
       }
+      case "auth":
+        this.#authenticate(frame.token, ref);
+        return;
       case "ping":
         this.#send(ref === undefined ? { type: "pong", time: Date.now() } : { type: "pong", ref, time: Date.now() });
         return;
       default:
-        throw new LadderError("bad_frame", "type must be join, leave, publish or ping");
+        throw new LadderError("bad_frame", "type must be join, leave, publish, auth or ping");
     }
   }
 }

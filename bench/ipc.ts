@@ -1,0 +1,24 @@
+/** Messages between the bench (parent) and a server child over the Node IPC channel. */
+
+export type Impl = "ladder" | "baseline";
+
+export interface ServerStats {
+  /** Subscribers held open: SSE streams, joined WebSockets, held long-polls. */
+  readonly held: number;
+  /** Open TCP connections accepted by the HTTP server. */
+  readonly sockets: number;
+  readonly rssKb: number;
+  readonly heapUsed: number;
+  readonly external: number;
+  /** process.cpuUsage() of the server, µs (a cross-check of /proc/<pid>/stat). */
+  readonly cpuUserUs: number;
+  readonly cpuSystemUs: number;
+}
+
+export type ParentToChild = { readonly type: "gc" | "stats"; readonly ref: number };
+
+export type ChildToParent =
+  | { readonly type: "ready"; readonly url: string; readonly impl: Impl }
+  | { readonly type: "gc-done"; readonly ref: number; readonly gc: boolean }
+  | { readonly type: "stats"; readonly ref: number; readonly stats: ServerStats }
+  | { readonly type: "fatal"; readonly message: string };

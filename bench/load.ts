@@ -1,0 +1,463 @@
+/**
+ * The load generator: subscribers for each pattern and a steady-rate publisher, all in this process and
+ * all on 127.0.0.1. Clients are kept cheap on purpose so the client core is not what is measured: raw
+ * node:http for SSE and polling (no fetch/undici), `ws` for WebSockets, and the publish stamp read out of
+ * the payload text instead of parsing every frame.
+ */
+import { Agent, request, type ClientRequest, type IncomingMessage } from "node:http";
+import { connect as connectH2, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { WebSocket } from "ws";
+import { extractStamp, nowMs, type DeliveryMetrics } from "./metrics.js";
+
+/**
+ * `sse-tls` is SSE over HTTP/1.1 with TLS, one connection per stream; `sse-h2` is SSE over HTTP/2 with
+ * TLS, many streams multiplexed on few connections. With `sse` (cleartext HTTP/1.1) they separate what
+ * TLS costs from what HTTP/2 framing saves or costs.
+ */
+export type Pattern = "sse" | "websocket" | "long-poll" | "poll" | "sse-tls" | "sse-h2";
+export const PATTERNS: readonly Pattern[] = ["sse", "websocket", "long-poll", "poll", "sse-tls", "sse-h2"];
+
+/** How the server under test listens for a pattern: cleartext HTTP/1.1, TLS with HTTP/1.1 only, or TLS with HTTP/2. */
+export type ServerProtocol = "http1" | "tls" | "h2";
+
+export function protocolFor(pattern: Pattern): ServerProtocol {
+  return pattern === "sse-tls" ? "tls" : pattern === "sse-h2" ? "h2" : "http1";
+}
+
+export const CHANNEL = "bench";
+const CURSOR_HEADER = "ladder-cursor";
+
+export interface Subscriber {
+  /** Resolves once the subscriber is in place (joined, stream open, first poll answered or poll sent). */
+  readonly ready: Promise<void>;
+  close(): void;
+}
+
+export interface ClientOptions {
+  readonly base: URL;
+  readonly metrics: DeliveryMetrics;
+  readonly pollIntervalMs: number;
+  readonly longPollWaitSeconds: number;
+  /** The HTTP/2 connections `sse-h2` streams are spread over. */
+  readonly h2?: H2Pool;
+}
+
+/**
+ * HTTP/2 connections for `sse-h2`: each takes `streamsPerSession` streams before the next one opens, so
+ * 1000 subscribers at 100 streams per connection make 10 connections. The server's development
+ * certificate is not checked (loopback only).
+ */
+export class H2Pool {
+  readonly #base: URL;
+  readonly #streamsPerSession: number;
+  readonly #sessions: ClientHttp2Session[] = [];
+  #streamsOnLast = 0;
+
+  constructor(base: URL, streamsPerSession: number) {
+    this.#base = base;
+    this.#streamsPerSession = streamsPerSession;
+  }
+
+  get sessions(): number {
+    return this.#sessions.length;
+  }
+
+  next(): ClientHttp2Session {
+    let session = this.#sessions.at(-1);
+    if (!session || this.#streamsOnLast >= this.#streamsPerSession) {
+      session = connectH2(this.#base, { rejectUnauthorized: false });
+      session.on("error", () => {});
+      // A connection-level window as large as browsers use (Chromium: 15 MB), so flow control measures the
+      // server, not a small default window shared by a hundred streams.
+      session.once("connect", () => session!.setLocalWindowSize(16 * 1024 * 1024));
+      this.#sessions.push(session);
+      this.#streamsOnLast = 0;
+    }
+    this.#streamsOnLast++;
+    return session;
+  }
+
+  close(): void {
+    for (const session of this.#sessions) session.destroy();
+    this.#sessions.length = 0;
+  }
+}
+
+const READY_TIMEOUT_MS = 15_000;
+
+function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** A WebSocket that joins the channel and stamps every `message` frame. */
+function webSocketSubscriber(options: ClientOptions): Subscriber {
+  const { metrics } = options;
+  const url = new URL("/api/ws", options.base);
+  url.protocol = "ws:";
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  let closing = false;
+  let joined = false;
+  const ready = new Promise<void>((resolve, reject) => {
+    ws.once("open", () => ws.send(JSON.stringify({ type: "join", room: CHANNEL })));
+    ws.on("message", (data: Buffer) => {
+      const text = data.toString("utf8");
+      if (text.startsWith('{"type":"message"')) {
+        metrics.record(extractStamp(text), nowMs());
+      } else if (!joined && text.startsWith('{"type":"joined"')) {
+        joined = true;
+        resolve();
+      }
+    });
+    ws.once("error", (error) => {
+      if (!closing) metrics.errors++;
+      reject(error);
+    });
+    ws.once("close", () => {
+      if (!closing) metrics.errors++;
+      reject(new Error("WebSocket closed before joining"));
+    });
+  });
+  ready.catch(() => {});
+  return {
+    ready: withTimeout(ready, "WebSocket"),
+    close() {
+      closing = true;
+      ws.terminate();
+    },
+  };
+}
+
+/** Splits SSE events out of text chunks and records each `data:` (the servers write `\n` line ends). */
+function sseSplitter(metrics: DeliveryMetrics): (chunk: string) => void {
+  let buffer = "";
+  return (chunk) => {
+    buffer = buffer === "" ? chunk : buffer + chunk;
+    let start = 0;
+    let end: number;
+    while ((end = buffer.indexOf("\n\n", start)) >= 0) {
+      const data = buffer.indexOf("data: ", start);
+      if (data >= 0 && data < end) metrics.record(extractStamp(buffer, data), nowMs());
+      start = end + 2;
+    }
+    buffer = start === buffer.length ? "" : buffer.slice(start);
+  };
+}
+
+/** An SSE stream on an HTTP/2 connection of the pool. */
+function h2SseSubscriber(options: ClientOptions): Subscriber {
+  const { metrics } = options;
+  if (!options.h2) throw new Error("sse-h2 needs an H2Pool in the client options");
+  let closing = false;
+  let stream: ClientHttp2Stream | null = null;
+  const ready = new Promise<void>((resolve, reject) => {
+    stream = options.h2!.next().request({ ":path": `/api/stream?channel=${CHANNEL}`, accept: "text/event-stream" });
+    stream.once("response", (headers) => {
+      if (headers[":status"] !== 200) {
+        reject(new Error(`SSE answered ${headers[":status"]}`));
+        return;
+      }
+      resolve();
+    });
+    stream.setEncoding("utf8");
+    stream.on("data", sseSplitter(metrics));
+    stream.once("close", () => {
+      if (!closing) metrics.errors++;
+      reject(new Error("HTTP/2 stream closed before its response"));
+    });
+    stream.on("error", () => {});
+  });
+  ready.catch(() => {});
+  return {
+    ready: withTimeout(ready, "HTTP/2 SSE stream"),
+    close() {
+      closing = true;
+      stream?.close();
+    },
+  };
+}
+
+/** An SSE stream over a raw node:http (or, with TLS, node:https) request, one connection per stream. */
+function sseSubscriber(options: ClientOptions): Subscriber {
+  const { metrics } = options;
+  let closing = false;
+  let req: ClientRequest | null = null;
+  const tls = options.base.protocol === "https:";
+  const ready = new Promise<void>((resolve, reject) => {
+    req = (tls ? httpsRequest : request)(
+      new URL(`/api/stream?channel=${CHANNEL}`, options.base),
+      { agent: false, headers: { accept: "text/event-stream" }, ...(tls ? { rejectUnauthorized: false } : {}) },
+      (res: IncomingMessage) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          reject(new Error(`SSE answered ${res.statusCode}`));
+          return;
+        }
+        res.setEncoding("utf8");
+        res.on("data", sseSplitter(metrics));
+        res.once("close", () => {
+          if (!closing) metrics.errors++;
+        });
+        resolve();
+      },
+    );
+    req.once("error", (error) => {
+      if (!closing) metrics.errors++;
+      reject(error);
+    });
+    req.end();
+  });
+  ready.catch(() => {});
+  return {
+    ready: withTimeout(ready, "SSE stream"),
+    close() {
+      closing = true;
+      req?.destroy();
+    },
+  };
+}
+
+interface PollAnswer {
+  readonly messages: Array<{ id: string; data: { t: number } }>;
+  readonly cursor: string | undefined;
+}
+
+function get(base: URL, path: string, agent: Agent, onRequest: (req: ClientRequest) => void): Promise<PollAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: base.hostname, port: base.port, path, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.once("end", () => {
+        if (res.statusCode !== 200) {
+          reject(new Error(`poll answered ${res.statusCode}`));
+          return;
+        }
+        try {
+          const messages = JSON.parse(Buffer.concat(chunks).toString("utf8")) as PollAnswer["messages"];
+          const header = res.headers[CURSOR_HEADER];
+          resolve({ messages, cursor: typeof header === "string" ? header : undefined });
+        } catch (error) {
+          reject(error);
+        }
+      });
+      res.once("error", reject);
+    });
+    req.once("error", reject);
+    // Bounded: a poll is answered within its wait (25 s) by a healthy server.
+    req.setTimeout(60_000, () => req.destroy(new Error("poll timed out")));
+    onRequest(req);
+    req.end();
+  });
+}
+
+/**
+ * Long-polling (`wait` > 0, the next request sent as soon as an answer comes) or interval polling
+ * (`wait` = 0, one request per interval, at once again when a page came back full).
+ */
+function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
+  const { metrics } = options;
+  const limit = 1000;
+  const agent = new Agent({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1 });
+  let since = "0";
+  let closing = false;
+  let current: ClientRequest | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  let failures = 0;
+  let markReady!: () => void;
+  let failReady!: (error: unknown) => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    markReady = resolve;
+    failReady = reject;
+  });
+  ready.catch(() => {});
+  const wait = long ? options.longPollWaitSeconds : 0;
+  const interval = options.pollIntervalMs;
+  // The first poll goes at once (it opens the connection); later ones are spread evenly over the interval.
+  let nextAt = performance.now() + (long ? 0 : Math.random() * interval - interval);
+
+  const once = async (): Promise<void> => {
+    if (closing) return;
+    const path = `/api/messages?channel=${CHANNEL}&since=${encodeURIComponent(since)}&limit=${limit}&wait=${wait}`;
+    let full = false;
+    try {
+      if (long) markReady(); // the request is on its way; the bench checks the server's count of held polls
+      const answer = await get(options.base, path, agent, (req) => (current = req));
+      current = null;
+      const now = nowMs();
+      for (const message of answer.messages) metrics.record(message.data?.t, now);
+      const last = answer.messages.at(-1);
+      since = last?.id ?? answer.cursor ?? since;
+      full = answer.messages.length >= limit;
+      failures = 0;
+      if (!long) markReady();
+    } catch (error) {
+      current = null;
+      if (closing) return;
+      metrics.errors++;
+      if (++failures > 20) {
+        failReady(error);
+        return;
+      }
+      timer = setTimeout(() => void once(), 100);
+      return;
+    }
+    if (closing) return;
+    if (long || full) {
+      void once();
+      return;
+    }
+    nextAt += interval;
+    const now = performance.now();
+    if (nextAt < now) nextAt = now;
+    timer = setTimeout(() => void once(), nextAt - now);
+  };
+  void once();
+
+  return {
+    ready: withTimeout(ready, long ? "long-poll" : "poll"),
+    close() {
+      closing = true;
+      if (timer) clearTimeout(timer);
+      current?.destroy();
+      agent.destroy();
+    },
+  };
+}
+
+export function openSubscriber(pattern: Pattern, options: ClientOptions): Subscriber {
+  switch (pattern) {
+    case "websocket":
+      return webSocketSubscriber(options);
+    case "sse":
+    case "sse-tls":
+      return sseSubscriber(options);
+    case "sse-h2":
+      return h2SseSubscriber(options);
+    case "long-poll":
+      return pollSubscriber(options, true);
+    case "poll":
+      return pollSubscriber(options, false);
+  }
+}
+
+/** Opens `count` subscribers, `batch` connection attempts at a time so the listen backlog is not flooded. */
+export async function openSubscribers(pattern: Pattern, count: number, options: ClientOptions, batch = 100): Promise<Subscriber[]> {
+  const subscribers: Subscriber[] = [];
+  try {
+    for (let i = 0; i < count; i += batch) {
+      const group: Subscriber[] = [];
+      for (let j = i; j < Math.min(count, i + batch); j++) group.push(openSubscriber(pattern, options));
+      subscribers.push(...group);
+      await Promise.all(group.map((s) => s.ready));
+    }
+  } catch (error) {
+    for (const s of subscribers) s.close();
+    throw error;
+  }
+  return subscribers;
+}
+
+export interface PublishResult {
+  readonly attempted: number;
+  readonly ok: number;
+  readonly failed: number;
+  readonly firstAt: number;
+  readonly lastAt: number;
+  /** Round trip of the POST, ms (median and worst), as seen by the publisher. */
+  readonly postP50Ms: number;
+  readonly postMaxMs: number;
+}
+
+/** POST /api/messages at a steady rate over a few keep-alive connections, stamping each message at send time. */
+export class Publisher {
+  readonly #base: URL;
+  readonly #agent: Agent;
+  readonly #request: typeof request;
+  #seq = 0;
+
+  constructor(base: URL) {
+    this.#base = base;
+    // With TLS the publisher posts over HTTP/1.1 with TLS (the development certificate is not checked).
+    const tls = base.protocol === "https:";
+    this.#agent = tls
+      ? new HttpsAgent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 4, rejectUnauthorized: false })
+      : new Agent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 4 });
+    this.#request = tls ? (httpsRequest as typeof request) : request;
+  }
+
+  #post(onSent: (stamp: number) => void): Promise<{ ok: boolean; roundTripMs: number }> {
+    const t = nowMs();
+    const body = `{"channel":"${CHANNEL}","data":{"t":${t},"seq":${this.#seq++}}}`;
+    onSent(t);
+    return new Promise((resolve) => {
+      const req = this.#request(
+        new URL("/api/messages", this.#base),
+        { method: "POST", agent: this.#agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+        (res) => {
+          res.resume();
+          res.once("end", () => resolve({ ok: res.statusCode === 201, roundTripMs: nowMs() - t }));
+        },
+      );
+      req.once("error", () => resolve({ ok: false, roundTripMs: nowMs() - t }));
+      req.setTimeout(30_000, () => req.destroy(new Error("publish timed out")));
+      req.end(body);
+    });
+  }
+
+  /**
+   * Publishes `rate` messages a second for `seconds`: each tick sends whatever is due by the clock, so a
+   * late tick catches up instead of lowering the rate. `beforeFirst` runs just before the first stamp.
+   */
+  async run(rate: number, seconds: number, beforeFirst?: (stamp: number) => void): Promise<PublishResult> {
+    const total = Math.max(1, Math.round(rate * seconds));
+    const pending: Array<Promise<{ ok: boolean; roundTripMs: number }>> = [];
+    let firstAt = 0;
+    let lastAt = 0;
+    beforeFirst?.(nowMs());
+    const start = performance.now();
+    await new Promise<void>((resolve) => {
+      const tick = (): void => {
+        const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
+        while (pending.length < due) {
+          pending.push(
+            this.#post((stamp) => {
+              if (firstAt === 0) firstAt = stamp;
+              lastAt = stamp;
+            }),
+          );
+        }
+        if (pending.length >= total) resolve();
+        else setTimeout(tick, Math.max(1, Math.min(10, 1000 / rate / 2)));
+      };
+      tick();
+    });
+    const results = await Promise.all(pending);
+    const ok = results.filter((r) => r.ok).length;
+    const trips = results.map((r) => r.roundTripMs).sort((a, b) => a - b);
+    return {
+      attempted: total,
+      ok,
+      failed: total - ok,
+      firstAt,
+      lastAt,
+      postP50Ms: trips[Math.floor(trips.length / 2)] ?? NaN,
+      postMaxMs: trips.at(-1) ?? NaN,
+    };
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}

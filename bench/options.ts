@@ -1,0 +1,128 @@
+/** Command-line flags of `npm run bench -- [flags]`, with their bounds. */
+import { parseArgs } from "node:util";
+import { ENGINE_NAMES, type EngineName } from "./engines.js";
+import type { Impl } from "./ipc.js";
+import { PATTERNS, type Pattern } from "./load.js";
+
+export interface BenchOptions {
+  readonly subscribers: number;
+  readonly rate: number;
+  readonly seconds: number;
+  readonly warmupSeconds: number;
+  readonly patterns: readonly Pattern[];
+  readonly impls: readonly Impl[];
+  readonly pollIntervalMs: number;
+  readonly longPollWaitSeconds: number;
+  /** Streams of the sse-h2 pattern per HTTP/2 connection: 1000 subscribers at 100 make 10 connections. */
+  readonly h2StreamsPerSession: number;
+  readonly pin: boolean;
+  /** Before each case, wait up to this many seconds for the machine to be quiet (0: do not wait). */
+  readonly waitQuietSeconds: number;
+  /** Runs a case again (at most this many times) when the server or the load waited for its CPU over 10% of the phase. */
+  readonly retryNoisy: number;
+  /** Runs of every case; the table shows the median of each figure. */
+  readonly repeat: number;
+  readonly out: string | null;
+  /** Directory for V8 CPU profiles of the server children (--cpu-prof), or null. */
+  readonly profileDir: string | null;
+  /** Engine mode (`--engines`): ladder on these engines, one node and three, instead of ladder vs baseline. */
+  readonly engines: readonly EngineName[] | null;
+  readonly redisUrl: string;
+  readonly natsUrl: string;
+}
+
+export const USAGE = `npm run bench -- [flags]
+
+  --subscribers N     subscribers per pattern, on one channel          (default 1000, 1..20000)
+  --rate R            messages published per second                    (default 200, 1..20000)
+  --seconds S         length of the measured publish phase             (default 10, 1..300)
+  --warmup S          unmeasured publishing before it                  (default min(1, seconds/6))
+  --patterns LIST     sse,websocket,long-poll,poll,sse-tls,sse-h2      (default all six)
+                      sse-tls: SSE over HTTP/1.1 with TLS, a connection per stream;
+                      sse-h2: SSE over HTTP/2 with TLS, many streams per connection
+  --h2-streams N      sse-h2 streams per HTTP/2 connection              (default 100, 1..10000)
+  --impls LIST        ladder,baseline                                  (default both)
+  --poll-interval MS  interval of the poll reference pattern           (default 1000)
+  --wait-quiet S      before each case wait up to S s for a second with the machine <15% busy
+                      (for shared machines; default 0: do not wait)
+  --retry-noisy K     run a case again, up to K times, when another process took over 10% of
+                      the server's or the load's core during the phase; keeps the quietest run
+  --repeat K          run every case K times, report medians            (default 1, 1..10)
+  --no-pin            do not pin server and load to separate CPUs
+  --out FILE          JSON results                                      (default bench/results/latest.json)
+  --profile DIR       write a V8 CPU profile of every server child into DIR
+  --engines LIST      memory,redis,nats: ladder alone on each engine, on one node and (redis, nats)
+                      on three nodes sharing the broker, subscribers split over them and the publisher
+                      on node 0; cross-node p50/p99 next to the single-node figures
+                      (patterns default to sse,websocket here)
+  --redis-url URL     the broker of --engines redis                      (default redis://127.0.0.1:6379)
+  --nats-url URL      the broker of --engines nats                       (default nats://127.0.0.1:4222)
+  --help
+`;
+
+export class UsageError extends Error {}
+
+function number(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min || value > max) throw new UsageError(`--${name} must be a number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+function list<T extends string>(name: string, raw: string | undefined, allowed: readonly T[]): readonly T[] {
+  if (raw === undefined) return allowed;
+  const items = raw.split(",").map((s) => s.trim()).filter(Boolean);
+  const bad = items.filter((s) => !(allowed as readonly string[]).includes(s));
+  if (bad.length > 0 || items.length === 0) throw new UsageError(`--${name} takes a comma list of ${allowed.join(", ")}; got ${JSON.stringify(raw)}`);
+  return allowed.filter((a) => items.includes(a));
+}
+
+export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
+  const { values } = parseArgs({
+    args: [...argv],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      subscribers: { type: "string" },
+      rate: { type: "string" },
+      seconds: { type: "string" },
+      warmup: { type: "string" },
+      patterns: { type: "string" },
+      impls: { type: "string" },
+      "poll-interval": { type: "string" },
+      "h2-streams": { type: "string" },
+      "no-pin": { type: "boolean" },
+      repeat: { type: "string" },
+      "wait-quiet": { type: "string" },
+      "retry-noisy": { type: "string" },
+      out: { type: "string" },
+      profile: { type: "string" },
+      engines: { type: "string" },
+      "redis-url": { type: "string" },
+      "nats-url": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  const seconds = number("seconds", values.seconds, 10, 1, 300);
+  return {
+    subscribers: Math.round(number("subscribers", values.subscribers, 1000, 1, 20_000)),
+    rate: number("rate", values.rate, 200, 1, 20_000),
+    seconds,
+    warmupSeconds: number("warmup", values.warmup, Math.min(1, seconds / 6), 0, 60),
+    patterns: list("patterns", values.patterns ?? (values.engines !== undefined ? "sse,websocket" : undefined), PATTERNS),
+    impls: list<Impl>("impls", values.impls, ["ladder", "baseline"]),
+    pollIntervalMs: number("poll-interval", values["poll-interval"], 1000, 10, 60_000),
+    longPollWaitSeconds: 25,
+    h2StreamsPerSession: Math.round(number("h2-streams", values["h2-streams"], 100, 1, 10_000)),
+    pin: !values["no-pin"],
+    waitQuietSeconds: number("wait-quiet", values["wait-quiet"], 0, 0, 3600),
+    retryNoisy: Math.round(number("retry-noisy", values["retry-noisy"], 0, 0, 10)),
+    repeat: Math.round(number("repeat", values.repeat, 1, 1, 10)),
+    out: values.out ?? null,
+    profileDir: values.profile ?? null,
+    engines: values.engines === undefined ? null : list<EngineName>("engines", values.engines, ENGINE_NAMES),
+    redisUrl: values["redis-url"] ?? "redis://127.0.0.1:6379",
+    natsUrl: values["nats-url"] ?? "nats://127.0.0.1:4222",
+  };
+}

@@ -1,0 +1,215 @@
+/**
+ * One measured case: a fresh server child (ladder or baseline), N idle subscribers of one pattern for
+ * the memory figure, then a warm-up and a steady publish phase for throughput, latency and CPU.
+ */
+import type { Impl } from "./ipc.js";
+import { H2Pool, openSubscribers, protocolFor, Publisher, type ClientOptions, type Pattern, type Subscriber } from "./load.js";
+import { DeliveryMetrics, nowMs } from "./metrics.js";
+import type { BenchOptions } from "./options.js";
+import { readRunQueueWaitMs, ServerHandle, type Pinning } from "./proc.js";
+
+export interface CaseResult {
+  readonly pattern: Pattern;
+  readonly impl: Impl;
+  readonly subscribers: number;
+  readonly rate: number;
+  readonly seconds: number;
+  readonly published: number;
+  readonly publishFailed: number;
+  readonly expected: number;
+  readonly delivered: number;
+  /** Expected deliveries that never came within the drain window (negative: duplicates). */
+  readonly missing: number;
+  readonly offeredPerSec: number;
+  readonly deliveredPerSec: number;
+  readonly latencyMs: { readonly p50: number; readonly p99: number; readonly mean: number; readonly max: number };
+  readonly publishRoundTripMs: { readonly p50: number; readonly max: number };
+  /** Server utime+stime over the publish phase and its drain, from /proc/<pid>/stat. */
+  readonly serverCpuUs: number;
+  readonly cpuUsPerDelivered: number;
+  /** Share of one core the server used during the phase; near 100 means it was saturated. */
+  readonly serverCpuPercent: number;
+  /** Share of one core the load generator used; near 100 means the client, not the server, may be the limit. */
+  readonly clientCpuPercent: number;
+  readonly phaseMs: number;
+  /**
+   * Time the server's and the load generator's event-loop threads waited for their CPU during the phase
+   * (/proc/<pid>/schedstat): other processes on the same core. Large values mean noisy figures.
+   */
+  readonly runQueueWaitMs: { readonly server: number; readonly load: number };
+  readonly idle: {
+    readonly connections: number;
+    readonly rssKbBefore: number;
+    readonly rssKbAfter: number;
+    readonly kbPerConnection: number;
+    readonly heapBytesPerConnection: number;
+    readonly gc: boolean;
+  };
+  readonly clientErrors: number;
+  readonly notes: string[];
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(predicate: () => Promise<boolean> | boolean, timeoutMs: number, stepMs = 50): Promise<boolean> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await predicate()) return true;
+    if (performance.now() > deadline) return false;
+    await sleep(stepMs);
+  }
+}
+
+/** Waits until `count()` reaches `expected`, or it has not moved for `quietMs`, or `maxMs` passed. */
+async function drain(count: () => number, expected: number, quietMs: number, maxMs: number): Promise<"done" | "quiet" | "deadline"> {
+  const deadline = performance.now() + maxMs;
+  let last = -1;
+  let lastChange = performance.now();
+  for (;;) {
+    const value = count();
+    if (value >= expected) return "done";
+    const now = performance.now();
+    if (value !== last) {
+      last = value;
+      lastChange = now;
+    } else if (now - lastChange > quietMs) {
+      return "quiet";
+    }
+    if (now > deadline) return "deadline";
+    await sleep(10);
+  }
+}
+
+export async function runCase(pattern: Pattern, impl: Impl, options: BenchOptions, pinning: Pinning, log: (line: string) => void): Promise<CaseResult> {
+  const n = options.subscribers;
+  const notes: string[] = [];
+  const server = await ServerHandle.start(impl, {
+    cpu: pinning.serverCpu,
+    taskset: pinning.taskset,
+    maxConnections: n * 2 + 100,
+    profileDir: options.profileDir,
+    protocol: protocolFor(pattern),
+    maxConcurrentStreams: Math.max(128, options.h2StreamsPerSession),
+  });
+  const base = new URL(server.url);
+  const metrics = new DeliveryMetrics();
+  const h2 = pattern === "sse-h2" ? new H2Pool(base, options.h2StreamsPerSession) : undefined;
+  const clientOptions: ClientOptions = { base, metrics, pollIntervalMs: options.pollIntervalMs, longPollWaitSeconds: options.longPollWaitSeconds, h2 };
+  const subscribers: Subscriber[] = [];
+  const publisher = new Publisher(base);
+  const holds = pattern !== "poll";
+  try {
+    // A few connections first, so one-time costs (lazy modules, JIT, first buffers) are not charged per connection.
+    const pre = Math.max(1, Math.min(50, Math.floor(n / 10)));
+    subscribers.push(...(await openSubscribers(pattern, pre, clientOptions)));
+    await sleep(100);
+    const gc = await server.gc();
+    if (!gc) notes.push("server has no gc(): memory figures include garbage");
+    const before = await server.stats();
+    const rssBefore = server.rssKb();
+
+    subscribers.push(...(await openSubscribers(pattern, n - pre, clientOptions)));
+    const allIn = await waitFor(async () => {
+      const stats = await server.stats();
+      return holds ? stats.held >= n : stats.sockets >= n;
+    }, 15_000);
+    if (!allIn) {
+      const stats = await server.stats();
+      notes.push(`only ${holds ? stats.held : stats.sockets} of ${n} subscribers seen by the server before measuring`);
+    }
+    await sleep(200);
+    await server.gc();
+    const after = await server.stats();
+    const rssAfter = server.rssKb();
+    const added = n - pre;
+    const idle = {
+      connections: added,
+      rssKbBefore: rssBefore,
+      rssKbAfter: rssAfter,
+      kbPerConnection: added > 0 ? (rssAfter - rssBefore) / added : NaN,
+      heapBytesPerConnection: added > 0 ? (after.heapUsed + after.external - before.heapUsed - before.external) / added : NaN,
+      gc,
+    };
+    log(`  ${n} ${pattern} subscribers open; idle RSS ${rssBefore} -> ${rssAfter} kB`);
+    if (h2) notes.push(`${h2.sessions} HTTP/2 connections carry the ${n} streams; KB/idle conn is per stream`);
+
+    if (options.warmupSeconds > 0) {
+      // Warm-up messages carry stamps before the phase starts, so any still arriving later are not counted.
+      const seenBefore = metrics.seen;
+      const warm = await publisher.run(options.rate, options.warmupSeconds);
+      // Let a saturated server finish the warm-up before the phase, so the phase measures only itself.
+      await drain(() => metrics.seen - seenBefore, warm.ok * n, 2000, 30_000);
+      await sleep(100);
+    }
+
+    let cpuBefore = 0;
+    let serverWaitBefore = 0;
+    let loadWaitBefore = 0;
+    let clientBefore = process.cpuUsage();
+    let phaseStart = 0;
+    const published = await publisher.run(options.rate, options.seconds, (stamp) => {
+      metrics.startMeasuring(stamp);
+      phaseStart = stamp;
+      cpuBefore = server.cpuUs();
+      clientBefore = process.cpuUsage();
+      serverWaitBefore = readRunQueueWaitMs(server.pid);
+      loadWaitBefore = readRunQueueWaitMs("self");
+    });
+    const expected = published.ok * n;
+    // Drain: until every expected delivery came, or nothing new arrived for a while.
+    const quietMs = (pattern === "poll" ? options.pollIntervalMs : 0) + 2000;
+    const stop = await drain(() => metrics.delivered, expected, quietMs, Math.max(30_000, options.seconds * 3000));
+    if (stop === "quiet") notes.push(`drain stopped: no delivery for ${quietMs} ms`);
+    if (stop === "deadline") notes.push("drain stopped at the hard deadline");
+    const cpuAfter = server.cpuUs();
+    const clientCpu = process.cpuUsage(clientBefore);
+    const runQueueWaitMs = { server: readRunQueueWaitMs(server.pid) - serverWaitBefore, load: readRunQueueWaitMs("self") - loadWaitBefore };
+    const phaseEnd = nowMs();
+    const phaseMs = phaseEnd - phaseStart;
+    const activeMs = (metrics.lastDeliveryAt || phaseEnd) - phaseStart;
+    const serverCpuUs = cpuAfter - cpuBefore;
+    if (runQueueWaitMs.server > phaseMs * 0.05) notes.push(`server waited ${Math.round(runQueueWaitMs.server)} ms for its CPU (other processes on the core)`);
+    if (runQueueWaitMs.load > phaseMs * 0.05) notes.push(`load generator waited ${Math.round(runQueueWaitMs.load)} ms for its CPU`);
+    const serverCpuPercent = (serverCpuUs / (phaseMs * 1000)) * 100;
+    if (serverCpuPercent > 90) notes.push(`server saturated (${Math.round(serverCpuPercent)}% of its core): delivered/s is its capacity, latencies are mostly queueing`);
+    if (published.failed > 0) notes.push(`${published.failed} publishes failed`);
+    if (metrics.errors > 0) notes.push(`${metrics.errors} client errors`);
+    if (metrics.delivered < expected) notes.push(`${expected - metrics.delivered} of ${expected} expected deliveries missing`);
+    if (metrics.delivered > expected) notes.push(`${metrics.delivered - expected} deliveries more than expected (duplicates)`);
+    return {
+      pattern,
+      impl,
+      subscribers: n,
+      rate: options.rate,
+      seconds: options.seconds,
+      published: published.ok,
+      publishFailed: published.failed,
+      expected,
+      delivered: metrics.delivered,
+      missing: expected - metrics.delivered,
+      offeredPerSec: options.rate * n,
+      deliveredPerSec: metrics.delivered / (Math.max(activeMs, 1) / 1000),
+      latencyMs: {
+        p50: metrics.latency.quantile(0.5),
+        p99: metrics.latency.quantile(0.99),
+        mean: metrics.latency.mean,
+        max: metrics.latency.max,
+      },
+      publishRoundTripMs: { p50: published.postP50Ms, max: published.postMaxMs },
+      serverCpuUs,
+      cpuUsPerDelivered: metrics.delivered > 0 ? serverCpuUs / metrics.delivered : NaN,
+      serverCpuPercent,
+      clientCpuPercent: ((clientCpu.user + clientCpu.system) / (phaseMs * 1000)) * 100,
+      phaseMs,
+      runQueueWaitMs,
+      idle,
+      clientErrors: metrics.errors,
+      notes,
+    };
+  } finally {
+    for (const subscriber of subscribers) subscriber.close();
+    h2?.close();
+    publisher.close();
+    await server.stop();
+  }
+}

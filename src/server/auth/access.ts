@@ -1,0 +1,289 @@
+/**
+ * The glue between the hub and the access-control building blocks: where a request's token is found,
+ * which principal it makes, and whether that principal may subscribe to or publish on a channel. The hub
+ * and the transports ask an {@link Access}; without `auth` in the options it lets everyone do everything
+ * (the behaviour before access control existed), so embedding code that never configured auth is unchanged.
+ */
+import { CURSOR_HEADER, GAP_HEADER, LadderError } from "../../protocol/index.js";
+import type { HubRequest, HubResponse } from "../http.js";
+import { ConnectionCounter, RateLimiter } from "./rate-limit.js";
+import { ANONYMOUS, authorize, type Access as Who, type Action, type ChannelRule, type Principal } from "./rules.js";
+import { TokenVerifier, type TokenOptions } from "./tokens.js";
+
+export interface AuthOptions {
+  /** Channel rules; the first whose pattern matches wins. */
+  readonly rules?: readonly ChannelRule[];
+  /** For channels no rule matches. Default: only tokens whose grants cover the channel, for both (deny by default). */
+  readonly defaults?: Readonly<Record<Action, Who>>;
+  /** How client JWTs are verified. Without it only API keys authenticate. */
+  readonly jwt?: TokenOptions;
+  /** Keys backends present as `Authorization: Bearer <key>`; they may do anything. */
+  readonly apiKeys?: readonly string[];
+}
+
+export interface LimitOptions {
+  /** Open SSE streams, WebSockets and held long-polls per client IP. Default 256. */
+  readonly connectionsPerIp?: number;
+  /** Publishes per second per token `sub` (or per IP without one); API keys are exempt. Default 50. */
+  readonly publishPerSecond?: number;
+  /** Publishes a quiet client may make at once. Default 100. */
+  readonly publishBurst?: number;
+  /** A WebSocket that sends no frame for this long after the upgrade is closed 1008 (ms). Default 30000. */
+  readonly firstFrameTimeoutMs?: number;
+}
+
+export const DEFAULT_LIMITS: Required<LimitOptions> = { connectionsPerIp: 256, publishPerSecond: 50, publishBurst: 100, firstFrameTimeoutMs: 30_000 };
+
+/** A 429 that knows how long to wait, for Retry-After. */
+export class RateLimitedError extends LadderError {
+  readonly retryAfterSeconds: number;
+
+  constructor(message: string, retryAfterSeconds: number) {
+    super("rate_limited", message);
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+export const DEFAULT_ACCESS: Readonly<Record<Action, Who>> = { subscribe: "token", publish: "token" };
+
+/** Cookie a browser app can set so EventSource and WebSocket (which cannot send headers) carry the token. */
+export const TOKEN_COOKIE = "ladder_token";
+/** Query parameter for the same reason; it ends up in access logs, so the cookie or a WebSocket auth frame is better. */
+export const TOKEN_QUERY = "access_token";
+
+/** Longest delay setTimeout honours; a later expiry is re-armed when this one fires. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function cookieValue(header: string | undefined, name: string): string | null {
+  if (!header) return null;
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq < 0 || part.slice(0, eq).trim() !== name) continue;
+    const raw = part.slice(eq + 1).trim();
+    try {
+      return decodeURIComponent(raw);
+    } catch {
+      return raw;
+    }
+  }
+  return null;
+}
+
+/** The token a request carries: `Authorization: Bearer`, else the `ladder_token` cookie, else `?access_token=`. */
+export function extractToken(req: HubRequest, url: URL): string | null {
+  const header = req.headers.authorization;
+  if (typeof header === "string") {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (match) return match[1]!;
+  }
+  const cookie = cookieValue(req.headers.cookie, TOKEN_COOKIE);
+  if (cookie) return cookie;
+  const query = url.searchParams.get(TOKEN_QUERY);
+  return query === null || query === "" ? null : query;
+}
+
+const ACCESS_VALUES = new Set(["anyone", "token", "nobody"]);
+
+/** Rules usually come from a JSON file: a typo must fail at start, not silently open or close a channel. */
+function checkAuthOptions(options: AuthOptions): void {
+  const access = (where: string, value: unknown): void => {
+    if (value !== undefined && !ACCESS_VALUES.has(value as string)) throw new TypeError(`option ${where} must be anyone, token or nobody`);
+  };
+  if (options.rules !== undefined && !Array.isArray(options.rules)) throw new TypeError("option auth.rules must be a list");
+  (options.rules ?? []).forEach((rule, i) => {
+    if (typeof rule !== "object" || rule === null || typeof rule.match !== "string") throw new TypeError(`option auth.rules[${i}].match must be a string`);
+    access(`auth.rules[${i}].subscribe`, rule.subscribe);
+    access(`auth.rules[${i}].publish`, rule.publish);
+  });
+  access("auth.defaults.subscribe", options.defaults?.subscribe);
+  access("auth.defaults.publish", options.defaults?.publish);
+  if (options.apiKeys !== undefined && (!Array.isArray(options.apiKeys) || !options.apiKeys.every((k) => typeof k === "string" && k.length >= 16))) {
+    throw new TypeError("option auth.apiKeys must be a list of keys of at least 16 characters");
+  }
+}
+
+export class Access {
+  /** False without `auth`: every check passes and no token is looked at. */
+  readonly enabled: boolean;
+  readonly #rules: readonly ChannelRule[];
+  readonly #defaults: Readonly<Record<Action, Who>>;
+  readonly #verifier: Promise<TokenVerifier> | null;
+  readonly #publishes: RateLimiter | null;
+  readonly #perIp: ConnectionCounter | null;
+  /** Null when limits are off. */
+  readonly firstFrameTimeoutMs: number | null;
+
+  /**
+   * Limits apply when `limits` is given, or with defaults when `auth` is: a hub that opts into access
+   * control gets the abuse limits with it; one that configured neither keeps its old behaviour.
+   */
+  constructor(options: AuthOptions | undefined, limits?: LimitOptions) {
+    if (options) checkAuthOptions(options);
+    this.enabled = options !== undefined;
+    const active = limits !== undefined || options !== undefined;
+    const l = { ...DEFAULT_LIMITS, ...limits };
+    this.#publishes = active ? new RateLimiter({ ratePerSecond: l.publishPerSecond, burst: l.publishBurst }) : null;
+    this.#perIp = active ? new ConnectionCounter(l.connectionsPerIp) : null;
+    this.firstFrameTimeoutMs = active ? l.firstFrameTimeoutMs : null;
+    this.#rules = options?.rules ?? [];
+    this.#defaults = { ...DEFAULT_ACCESS, ...options?.defaults };
+    this.#verifier = options ? TokenVerifier.create(options.jwt ?? {}, options.apiKeys ?? []) : null;
+    // A bad key file rejects here; it is reported on first use, not as an unhandled rejection at start.
+    this.#verifier?.catch(() => undefined);
+  }
+
+  /** The principal a request speaks for; anonymous without a token. Rejects with 401 for a bad or expired token. */
+  async principalFor(req: HubRequest, url: URL): Promise<Principal> {
+    if (!this.#verifier) return ANONYMOUS;
+    const token = extractToken(req, url);
+    return token === null ? ANONYMOUS : this.verify(token);
+  }
+
+  async verify(token: string): Promise<Principal> {
+    if (!this.#verifier) return ANONYMOUS;
+    return (await this.#verifier).verify(token);
+  }
+
+  /** Null when allowed, else the 401/403 error to answer with. */
+  refusal(principal: Principal, action: Action, channel: string): LadderError | null {
+    if (!this.enabled) return null;
+    if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) return new LadderError("unauthenticated", "token expired");
+    switch (authorize(this.#rules, this.#defaults, principal, action, channel)) {
+      case "allowed":
+        return null;
+      case "unauthenticated":
+        return new LadderError("unauthenticated", `${action} on ${channel} needs a token`);
+      case "forbidden":
+        return new LadderError("forbidden", `not allowed to ${action} on ${channel}`);
+    }
+  }
+
+  check(principal: Principal, action: Action, channel: string): void {
+    const refusal = this.refusal(principal, action, channel);
+    if (refusal) throw refusal;
+  }
+
+  /** Counts a publish against the caller's bucket (its `sub`, else its IP); throws 429 with the wait. */
+  takePublish(principal: Principal, ip: string): void {
+    if (!this.#publishes || principal.kind === "api-key") return;
+    const key = principal.sub !== null ? `sub:${principal.sub}` : `ip:${ip}`;
+    const wait = this.#publishes.take(key);
+    if (wait > 0) throw new RateLimitedError(`publishing too fast; retry in ${wait} s`, wait);
+  }
+
+  /** A connection slot for this IP: the release function, or null when the IP is at its limit. */
+  acquireConnection(ip: string): (() => void) | null {
+    return this.#perIp ? this.#perIp.acquire(ip) : () => undefined;
+  }
+
+  /** Drops rate buckets that have refilled, so memory follows recent activity only. */
+  sweep(): void {
+    this.#publishes?.sweep();
+  }
+}
+
+/**
+ * Calls `onExpire` when the principal's token expires; returns the function that cancels it. One timer per
+ * connection: a transport calls this again on refresh (after cancelling) and cancels it when it closes.
+ */
+export function watchExpiry(principal: Principal, onExpire: () => void): () => void {
+  if (principal.expiresAt === null) return () => undefined;
+  const expiresAt = principal.expiresAt;
+  let timer: NodeJS.Timeout | null = null;
+  // Always through a timer, never synchronously: the caller is usually still in its constructor.
+  const arm = (): void => {
+    timer = setTimeout(fire, Math.max(0, Math.min(expiresAt - Date.now(), MAX_TIMER_MS)));
+    // Expiry must not keep a process alive that is otherwise done.
+    timer.unref();
+  };
+  const fire = (): void => {
+    if (expiresAt > Date.now()) return arm();
+    timer = null;
+    onExpire();
+  };
+  arm();
+  return () => {
+    if (timer) clearTimeout(timer);
+    timer = null;
+  };
+}
+
+export interface CorsOptions {
+  /** Origins (`https://app.example`) whose pages may call the HTTP rungs; `*` for any. */
+  readonly origins: readonly string[];
+  /** Let those pages send cookies (a `ladder_token` cookie) with their requests. */
+  readonly credentials?: boolean;
+}
+
+/** Exact, case-insensitive; `*` allows any origin. */
+export function originAllowed(list: readonly string[], origin: string): boolean {
+  const wanted = origin.toLowerCase();
+  return list.some((entry) => entry === "*" || entry.toLowerCase() === wanted);
+}
+
+function sameHost(origin: string, host: string | undefined): boolean {
+  try {
+    return host !== undefined && new URL(origin).host.toLowerCase() === host.toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Cross-site WebSocket hijacking: browsers send cookies with a WebSocket upgrade from any page and do
+ * not apply CORS to it, so the Origin header is the only defence. With `allowedOrigins` an upgrade whose
+ * Origin is not listed is refused. Without it, an upgrade authenticated only by the cookie must at least
+ * come from the hub's own host. Clients that send no Origin (not browsers) are not affected.
+ */
+export function upgradeOriginRefusal(req: HubRequest, url: URL, allowedOrigins: readonly string[] | undefined, access: Access): LadderError | null {
+  const origin = req.headers.origin;
+  if (typeof origin !== "string" || origin === "") return null;
+  if (allowedOrigins) {
+    return originAllowed(allowedOrigins, origin) ? null : new LadderError("origin_not_allowed", `origin ${origin} may not open a WebSocket here`);
+  }
+  const cookieOnly =
+    access.enabled &&
+    cookieValue(req.headers.cookie, TOKEN_COOKIE) !== null &&
+    typeof req.headers.authorization !== "string" &&
+    !url.searchParams.has(TOKEN_QUERY);
+  const host = req.headers.host ?? req.headers[":authority"];
+  if (cookieOnly && !sameHost(origin, typeof host === "string" ? host : undefined)) {
+    return new LadderError("origin_not_allowed", "a cookie-authenticated WebSocket must come from this host or an allowed origin");
+  }
+  return null;
+}
+
+const CORS_METHODS = "GET, HEAD, POST, OPTIONS";
+const CORS_HEADERS = "authorization, content-type, last-event-id";
+/** Response headers a page may read: the poll cursor and gap, and Retry-After on 429/503. */
+const CORS_EXPOSE = `${CURSOR_HEADER}, ${GAP_HEADER}, retry-after`;
+
+/**
+ * Adds CORS headers for an allowed Origin (echoed, never `*`, so credentials can work) and answers a
+ * preflight. Returns true when the request was a preflight and has been answered.
+ */
+export function applyCors(req: HubRequest, res: HubResponse, cors: CorsOptions): boolean {
+  res.setHeader("vary", "Origin");
+  const origin = req.headers.origin;
+  const allowed = typeof origin === "string" && origin !== "" && originAllowed(cors.origins, origin);
+  if (allowed) {
+    res.setHeader("access-control-allow-origin", origin);
+    if (cors.credentials) res.setHeader("access-control-allow-credentials", "true");
+    res.setHeader("access-control-expose-headers", CORS_EXPOSE);
+  }
+  if (req.method !== "OPTIONS") return false;
+  if (!allowed) {
+    // No allow headers: the browser refuses the real request; the body says why for whoever debugs it.
+    const body = JSON.stringify(new LadderError("origin_not_allowed", `origin ${String(origin)} is not allowed`).toJSON());
+    res.writeHead(403, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+    return true;
+  }
+  res.writeHead(204, {
+    "access-control-allow-methods": CORS_METHODS,
+    "access-control-allow-headers": CORS_HEADERS,
+    "access-control-max-age": "600",
+  });
+  res.end();
+  return true;
+}

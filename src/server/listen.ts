@@ -1,0 +1,272 @@
+/**
+ * The listening side of `serve()`: which protocol servers stand behind the port, and how they are closed.
+ *
+ * - Plain (the default): one node:http server, HTTP/1.1, exactly as before TLS existed.
+ * - TLS: HTTP/2 offered by ALPN with HTTP/1.1 as the fallback on the same port (node:http2
+ *   createSecureServer with allowHTTP1), or HTTP/1.1 only (node:https) when `http2` is off. WebSocket
+ *   upgrades ride the HTTP/1.1 fallback: a browser opens its wss:// connection with ALPN http/1.1.
+ * - h2c: prior-knowledge cleartext HTTP/2 (for a proxy that speaks it) beside HTTP/1.1 on the same port.
+ *
+ * With TLS or h2c the port is held by a small net.Server that looks at the first bytes of each connection
+ * and hands the socket to the server for that protocol. That is how h2c and HTTP/1.1 (with its WebSocket
+ * upgrades and health checks) share one cleartext port, and how a plain http:// request sent to the TLS
+ * port gets a readable 400 instead of a failed handshake. The bytes looked at are put back (unshift), so
+ * the protocol server reads the connection from its first byte.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from "node:http";
+import {
+  createSecureServer,
+  createServer as createH2cServer,
+  type Http2SecureServer,
+  type Http2Server,
+  type ServerHttp2Session,
+} from "node:http2";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
+import type { Logger } from "pino";
+import { LadderError } from "../protocol/index.js";
+import type { HubRequest, HubResponse } from "./http.js";
+import type { ResolvedTls } from "./tls.js";
+
+export interface ListenOptions {
+  readonly port: number;
+  readonly host: string;
+  readonly tls: ResolvedTls | null;
+  /** With TLS: offer HTTP/2 by ALPN (HTTP/1.1 stays the fallback). */
+  readonly http2: boolean;
+  /** Without TLS: accept prior-knowledge cleartext HTTP/2 beside HTTP/1.1. */
+  readonly h2c: boolean;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS announced on every HTTP/2 connection. */
+  readonly maxConcurrentStreams: number;
+  readonly logger: Logger;
+}
+
+export interface ProtocolHandlers {
+  request(req: HubRequest, res: HubResponse): void;
+  /** HTTP/1.1 upgrades (WebSocket); HTTP/2 has none. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+export interface Listener {
+  /** The server holding the port (node:http's in plain mode; the first-bytes dispatcher otherwise). */
+  readonly server: NetServer;
+  readonly url: string;
+  /** What the port speaks, in order of preference: e.g. ["h2", "http/1.1"]. */
+  readonly protocols: readonly string[];
+  /** Stops accepting connections and closes idle HTTP/1.1 ones; resolves once every connection is gone. */
+  stopAccepting(): Promise<void>;
+  /**
+   * GOAWAY on every HTTP/2 connection: the client opens no new stream on it, the open ones go on until
+   * they end (the hub's drain ends them), then the connection closes by itself.
+   */
+  goAway(): void;
+  /**
+   * Resolves once every HTTP/2 connection sent GOAWAY has closed by itself — its last frames flushed, so
+   * the client sees its streams end rather than a cut connection — or after `timeoutMs`.
+   */
+  settle(timeoutMs: number): Promise<void>;
+  /** Cuts whatever is still open. */
+  destroyAll(): void;
+}
+
+/** The client connection preface of prior-knowledge HTTP/2 (RFC 9113 §3.4). */
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+/** A TLS record of type handshake: how every TLS connection starts. */
+const TLS_HANDSHAKE = 0x16;
+/** A connection that sends nothing is closed after this long, as node:http's headersTimeout would. */
+const FIRST_BYTES_TIMEOUT_MS = 60_000;
+/** How long a refused plain-HTTP connection may take to read its 400 before it is cut. */
+const REFUSAL_GRACE_MS = 5_000;
+
+type Route = "tls" | "h2c" | "http1" | "plain-on-tls" | "garbage" | "more";
+
+function classify(head: Buffer, tls: boolean): Route {
+  if (tls) {
+    if (head[0] === TLS_HANDSHAKE) return "tls";
+    // An HTTP/1.x request line starts with an upper-case method; h2c's preface starts with "PRI".
+    const first = head[0]!;
+    return first >= 0x41 && first <= 0x5a ? "plain-on-tls" : "garbage";
+  }
+  const n = Math.min(head.length, H2_PREFACE.length);
+  if (head.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return n === H2_PREFACE.length ? "h2c" : "more";
+  return "http1";
+}
+
+function urlFor(server: NetServer, tls: boolean): string {
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return `${tls ? "https" : "http"}://${host}:${address.port}`;
+}
+
+function listenOn(server: NetServer, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+function closed(server: NetServer): Promise<void> {
+  return new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+export async function listen(options: ListenOptions, handlers: ProtocolHandlers): Promise<Listener> {
+  if (!options.tls && !options.h2c) return listenPlain(options, handlers);
+  return listenDispatched(options, handlers);
+}
+
+async function listenPlain(options: ListenOptions, handlers: ProtocolHandlers): Promise<Listener> {
+  const server = createHttpServer();
+  server.on("request", handlers.request);
+  server.on("upgrade", handlers.upgrade);
+  await listenOn(server, options.port, options.host);
+  return {
+    server,
+    url: urlFor(server, false),
+    protocols: ["http/1.1"],
+    stopAccepting: () => closed(server),
+    goAway() {},
+    settle: async () => {},
+    destroyAll: () => server.closeAllConnections(),
+  };
+}
+
+async function listenDispatched(options: ListenOptions, handlers: ProtocolHandlers): Promise<Listener> {
+  const { logger } = options;
+  const settings = { maxConcurrentStreams: options.maxConcurrentStreams };
+  const sessions = new Set<ServerHttp2Session>();
+  const sockets = new Set<Socket>();
+  const trackSessions = (server: Http2SecureServer | Http2Server): void => {
+    server.on("session", (session: ServerHttp2Session) => {
+      sessions.add(session);
+      session.once("close", () => sessions.delete(session));
+    });
+    // Protocol errors of one connection (a bad frame, a bad preface): node answers with GOAWAY and closes
+    // that session; the listener only keeps the event from being unhandled.
+    server.on("sessionError", (error: Error) => logger.debug({ err: error }, "HTTP/2 session error"));
+  };
+
+  let secure: Http2SecureServer | HttpsServer | null = null;
+  let h2c: Http2Server | null = null;
+  let http1: HttpServer | null = null;
+  let protocols: string[];
+  if (options.tls) {
+    const { cert, key } = options.tls.credentials;
+    if (options.http2) {
+      const server = createSecureServer({ cert, key, allowHTTP1: true, settings });
+      server.on("request", handlers.request);
+      // With allowHTTP1, HTTP/1.1 connections go through node:http's connection handling, upgrades included.
+      server.on("upgrade", handlers.upgrade);
+      trackSessions(server);
+      secure = server;
+      protocols = ["h2", "http/1.1"];
+    } else {
+      const server = createHttpsServer({ cert, key });
+      server.on("request", handlers.request);
+      server.on("upgrade", handlers.upgrade);
+      secure = server;
+      protocols = ["http/1.1"];
+    }
+    // A failed handshake (wrong protocol, no shared cipher, a client that rejects the certificate) ends
+    // that connection only; node closes it. Logged for whoever debugs a client.
+    secure.on("tlsClientError", (error: Error) => logger.debug({ err: error }, "TLS handshake failed"));
+  } else {
+    const server = createH2cServer({ settings });
+    server.on("request", handlers.request);
+    trackSessions(server);
+    h2c = server;
+    http1 = createHttpServer();
+    http1.on("request", handlers.request);
+    http1.on("upgrade", handlers.upgrade);
+    protocols = ["h2c", "http/1.1"];
+  }
+
+  const dispatch = (socket: Socket, route: Route): void => {
+    switch (route) {
+      case "tls":
+        secure!.emit("connection", socket);
+        return;
+      case "h2c":
+        h2c!.emit("connection", socket);
+        return;
+      case "http1":
+        http1!.emit("connection", socket);
+        // node:http reads the socket's handle directly from here on; the bytes put back wait in the
+        // stream's buffer, which only flows once resumed (before any further read: resume acts on the
+        // next tick, reads come from the event loop after it).
+        socket.resume();
+        return;
+      case "plain-on-tls":
+        refusePlainHttp(socket);
+        return;
+      case "garbage":
+      case "more":
+        socket.destroy();
+    }
+  };
+
+  const front = createNetServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    let head: Buffer | null = null;
+    const onError = (): void => {
+      socket.destroy();
+    };
+    const onData = (chunk: Buffer): void => {
+      head = head ? Buffer.concat([head, chunk]) : chunk;
+      const route = classify(head, Boolean(options.tls));
+      if (route === "more") return;
+      socket.off("data", onData);
+      socket.off("error", onError);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(head);
+      dispatch(socket, route);
+    };
+    socket.on("error", onError);
+    socket.on("data", onData);
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+  });
+  await listenOn(front, options.port, options.host);
+
+  return {
+    server: front,
+    url: urlFor(front, Boolean(options.tls)),
+    protocols,
+    async stopAccepting() {
+      const done = closed(front);
+      // The protocol servers never listened; closing them closes their idle HTTP/1.1 keep-alive connections.
+      for (const server of [secure, h2c, http1]) server?.close();
+      await done;
+    },
+    goAway() {
+      for (const session of sessions) session.close();
+    },
+    async settle(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (sessions.size > 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, Math.min(20, Math.max(1, deadline - Date.now()))));
+      }
+    },
+    destroyAll() {
+      for (const session of sessions) session.destroy();
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}
+
+/** Answers an http:// request sent to the TLS port with a 400 that says so, then closes. */
+function refusePlainHttp(socket: Socket): void {
+  const body = JSON.stringify(new LadderError("bad_request", "this port speaks TLS: use https:// (or wss://)").toJSON());
+  // Read (and drop) what the client sends, so closing does not reset the connection before it reads the answer.
+  socket.on("error", () => socket.destroy());
+  socket.resume();
+  socket.setTimeout(REFUSAL_GRACE_MS, () => socket.destroy());
+  socket.end(
+    "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\n" +
+      `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
