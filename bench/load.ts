@@ -7,6 +7,7 @@
 import { Agent, request, type ClientRequest, type IncomingMessage } from "node:http";
 import { connect as connectH2, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { connect, type Socket } from "node:net";
 import { WebSocket } from "ws";
 import { extractStamp, nowMs, type DeliveryMetrics } from "./metrics.js";
 
@@ -26,7 +27,7 @@ export function protocolFor(pattern: Pattern): ServerProtocol {
 }
 
 export const CHANNEL = "bench";
-const CURSOR_HEADER = "ladder-cursor";
+const CURSOR_HEADER = /\r\nladder-cursor:\s*([^\r]*)/i;
 
 export interface Subscriber {
   /** Resolves once the subscriber is in place (joined, stream open, first poll answered or poll sent). */
@@ -230,36 +231,114 @@ function sseSubscriber(options: ClientOptions): Subscriber {
 }
 
 interface PollAnswer {
-  readonly messages: Array<{ id: string; data: { t: number } }>;
-  readonly cursor: string | undefined;
+  /** Publish stamps of the messages in the answer, in order. */
+  readonly stamps: number[];
+  /** Id of the last message, or the cursor header when the answer is empty. */
+  readonly lastId: string | undefined;
 }
 
-function get(base: URL, path: string, agent: Agent, onRequest: (req: ClientRequest) => void): Promise<PollAnswer> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: base.hostname, port: base.port, path, agent }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (chunk: Buffer) => chunks.push(chunk));
-      res.once("end", () => {
-        if (res.statusCode !== 200) {
-          reject(new Error(`poll answered ${res.statusCode}`));
-          return;
-        }
-        try {
-          const messages = JSON.parse(Buffer.concat(chunks).toString("utf8")) as PollAnswer["messages"];
-          const header = res.headers[CURSOR_HEADER];
-          resolve({ messages, cursor: typeof header === "string" ? header : undefined });
-        } catch (error) {
-          reject(error);
-        }
-      });
-      res.once("error", reject);
+const HEADER_END = Buffer.from("\r\n\r\n");
+
+/**
+ * One keep-alive HTTP/1.1 connection that sends GETs and reads answers framed by Content-Length (both
+ * servers answer polls that way). A raw socket instead of node:http's client: with a thousand pollers
+ * re-polling at every message, the client's per-request cost would otherwise be what is measured.
+ */
+class RawGetter {
+  readonly #host: string;
+  readonly #port: number;
+  #socket: Socket | null = null;
+  #buffer: Buffer | null = null;
+  #pending: { resolve: (answer: PollAnswer) => void; reject: (error: Error) => void; timer: NodeJS.Timeout } | null = null;
+  #closed = false;
+
+  constructor(base: URL) {
+    this.#host = base.hostname;
+    this.#port = Number(base.port);
+  }
+
+  get(path: string): Promise<PollAnswer> {
+    if (this.#closed) return Promise.reject(new Error("closed"));
+    if (this.#pending) return Promise.reject(new Error("a request is already in flight"));
+    const socket = this.#socket ?? this.#connect();
+    return new Promise((resolve, reject) => {
+      // Bounded: a poll is answered within its wait (25 s) by a healthy server.
+      const timer = setTimeout(() => this.#fail(new Error("poll timed out")), 60_000);
+      this.#pending = { resolve, reject, timer };
+      socket.write(`GET ${path} HTTP/1.1\r\nhost: ${this.#host}:${this.#port}\r\n\r\n`);
     });
-    req.once("error", reject);
-    // Bounded: a poll is answered within its wait (25 s) by a healthy server.
-    req.setTimeout(60_000, () => req.destroy(new Error("poll timed out")));
-    onRequest(req);
-    req.end();
-  });
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#fail(new Error("closed"));
+  }
+
+  #connect(): Socket {
+    const socket = connect({ host: this.#host, port: this.#port, noDelay: true });
+    this.#socket = socket;
+    this.#buffer = null;
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("error", (error) => this.#fail(error));
+    socket.on("close", () => {
+      if (this.#socket === socket) this.#socket = null;
+      // A keep-alive connection closed while idle is simply reopened by the next request.
+      if (this.#pending) this.#fail(new Error("connection closed"));
+    });
+    return socket;
+  }
+
+  #fail(error: Error): void {
+    const pending = this.#pending;
+    this.#pending = null;
+    this.#socket?.destroy();
+    this.#socket = null;
+    this.#buffer = null;
+    if (pending) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+  }
+
+  #onData(chunk: Buffer): void {
+    const buffer = this.#buffer ? Buffer.concat([this.#buffer, chunk]) : chunk;
+    this.#buffer = buffer;
+    const headerEnd = buffer.indexOf(HEADER_END);
+    if (headerEnd < 0) return;
+    const head = buffer.toString("latin1", 0, headerEnd);
+    const length = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    if (!length) {
+      this.#fail(new Error("poll answer without Content-Length"));
+      return;
+    }
+    const bodyStart = headerEnd + 4;
+    const bodyEnd = bodyStart + Number(length[1]);
+    if (buffer.length < bodyEnd) return;
+    this.#buffer = buffer.length > bodyEnd ? buffer.subarray(bodyEnd) : null;
+    const pending = this.#pending;
+    this.#pending = null;
+    if (!pending) return;
+    clearTimeout(pending.timer);
+    const status = Number(head.slice(9, 12));
+    if (status !== 200) {
+      pending.reject(new Error(`poll answered ${status}`));
+      return;
+    }
+    if (/\r\nconnection:\s*close/i.test(head)) {
+      this.#socket?.end();
+      this.#socket = null;
+    }
+    // The body is a JSON array of {"id":"…","channel":…,"data":{"t":…,"seq":…},"time":…}: scan it
+    // for the stamps and the last id instead of parsing every message.
+    const body = buffer.toString("utf8", bodyStart, bodyEnd);
+    const stamps: number[] = [];
+    for (let at = body.indexOf('{"t":'); at >= 0; at = body.indexOf('{"t":', at + 5)) stamps.push(extractStamp(body, at));
+    let lastId: string | undefined;
+    const idAt = body.lastIndexOf('"id":"');
+    if (idAt >= 0) lastId = body.slice(idAt + 6, body.indexOf('"', idAt + 6));
+    else lastId = CURSOR_HEADER.exec(head)?.[1];
+    pending.resolve({ stamps, lastId });
+  }
 }
 
 /**
@@ -269,10 +348,9 @@ function get(base: URL, path: string, agent: Agent, onRequest: (req: ClientReque
 function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
   const { metrics } = options;
   const limit = 1000;
-  const agent = new Agent({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1 });
+  const getter = new RawGetter(options.base);
   let since = "0";
   let closing = false;
-  let current: ClientRequest | null = null;
   let timer: NodeJS.Timeout | null = null;
   let failures = 0;
   let markReady!: () => void;
@@ -293,17 +371,14 @@ function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
     let full = false;
     try {
       if (long) markReady(); // the request is on its way; the bench checks the server's count of held polls
-      const answer = await get(options.base, path, agent, (req) => (current = req));
-      current = null;
+      const answer = await getter.get(path);
       const now = nowMs();
-      for (const message of answer.messages) metrics.record(message.data?.t, now);
-      const last = answer.messages.at(-1);
-      since = last?.id ?? answer.cursor ?? since;
-      full = answer.messages.length >= limit;
+      for (const stamp of answer.stamps) metrics.record(stamp, now);
+      since = answer.lastId ?? since;
+      full = answer.stamps.length >= limit;
       failures = 0;
       if (!long) markReady();
     } catch (error) {
-      current = null;
       if (closing) return;
       metrics.errors++;
       if (++failures > 20) {
@@ -330,8 +405,7 @@ function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
     close() {
       closing = true;
       if (timer) clearTimeout(timer);
-      current?.destroy();
-      agent.destroy();
+      getter.close();
     },
   };
 }

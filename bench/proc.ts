@@ -3,7 +3,7 @@
  * child processes (spawned pinned, talked to over IPC, always killed on the way out).
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { ChildToParent, Impl, ParentToChild, ServerStats } from "./ipc.js";
 import type { ServerProtocol } from "./load.js";
@@ -127,17 +127,36 @@ export function readCpuUs(pid: number): number {
   return ((utime + stime) * 1e6) / CLOCK_TICKS;
 }
 
+export interface SchedTimes {
+  /** Time the main thread (the event loop) was runnable but waiting for a CPU, ms. */
+  readonly mainWaitMs: number;
+  /** Time the process's other threads (V8 GC and compiler helpers, libuv pool) ran, ms. */
+  readonly helpersRunMs: number;
+}
+
 /**
- * Time the process's main thread (the event loop) spent runnable but waiting for a CPU, in ms, from
- * /proc/<pid>/schedstat: a large value means another process shared the core and the figures are noisy.
+ * Scheduler times of a process's threads from /proc/<pid>/task/<tid>/schedstat (run ns, wait ns, slices).
+ * On a pinned process the helper threads share the event loop's CPU, so main-thread waiting beyond
+ * what the helpers ran was caused by other processes on that core.
  */
-export function readRunQueueWaitMs(pid: number | "self"): number {
+export function readSchedTimes(pid: number): SchedTimes {
+  let mainWaitMs = NaN;
+  let helpersRunMs = 0;
   try {
-    const [, waitNs] = readFileSync(`/proc/${pid}/schedstat`, "utf8").trim().split(/\s+/).map(Number);
-    return (waitNs ?? NaN) / 1e6;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      let fields: number[];
+      try {
+        fields = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").trim().split(/\s+/).map(Number);
+      } catch {
+        continue; // the thread ended
+      }
+      if (Number(tid) === pid) mainWaitMs = (fields[1] ?? NaN) / 1e6;
+      else helpersRunMs += (fields[0] ?? 0) / 1e6;
+    }
   } catch {
-    return NaN;
+    return { mainWaitMs: NaN, helpersRunMs: NaN };
   }
+  return { mainWaitMs, helpersRunMs };
 }
 
 function cpuTimes(): { busy: number; total: number } {

@@ -18,9 +18,9 @@ function log(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-/** Percentage of the phase in which the server or the load generator waited for its CPU. */
+/** Percentage of the phase in which other processes kept the server or the load generator from its CPU. */
 function noise(result: CaseResult): number {
-  return (Math.max(result.runQueueWaitMs.server, result.runQueueWaitMs.load) / result.phaseMs) * 100;
+  return (Math.max(result.foreignWaitMs.server, result.foreignWaitMs.load) / result.phaseMs) * 100;
 }
 
 async function main(): Promise<number> {
@@ -68,7 +68,7 @@ async function main(): Promise<number> {
         log(`[${pattern} / ${impl}${options.repeat > 1 ? ` / run ${round} of ${options.repeat}` : ""}]`);
         let result: CaseResult | null = null;
         for (let attempt = 0; attempt <= options.retryNoisy; attempt++) {
-          if (attempt > 0) log(`  noisy (${noise(result!).toFixed(0)}% of the phase waiting for a CPU): running it again`);
+          if (attempt > 0) log(`  noisy (other processes held a core for ${noise(result!).toFixed(0)}% of the phase): running it again`);
           if (options.waitQuietSeconds > 0) {
             const quiet = await waitForQuiet(options.waitQuietSeconds);
             if (quiet.waitedSeconds > 1.5) log(`  waited ${quiet.waitedSeconds.toFixed(0)} s for a quiet machine (last second ${quiet.busyPercent.toFixed(0)}% busy)`);

@@ -6,7 +6,7 @@ import type { Impl } from "./ipc.js";
 import { H2Pool, openSubscribers, protocolFor, Publisher, type ClientOptions, type Pattern, type Subscriber } from "./load.js";
 import { DeliveryMetrics, nowMs } from "./metrics.js";
 import type { BenchOptions } from "./options.js";
-import { readRunQueueWaitMs, ServerHandle, type Pinning } from "./proc.js";
+import { readSchedTimes, ServerHandle, type Pinning, type SchedTimes } from "./proc.js";
 
 export interface CaseResult {
   readonly pattern: Pattern;
@@ -34,9 +34,13 @@ export interface CaseResult {
   readonly phaseMs: number;
   /**
    * Time the server's and the load generator's event-loop threads waited for their CPU during the phase
-   * (/proc/<pid>/schedstat): other processes on the same core. Large values mean noisy figures.
+   * (/proc/<pid>/task/<tid>/schedstat), whether for their own helper threads or for other processes.
    */
   readonly runQueueWaitMs: { readonly server: number; readonly load: number };
+  /** CPU time of each process's own helper threads (GC, compiler), which share its pinned core, ms. */
+  readonly helperThreadsMs: { readonly server: number; readonly load: number };
+  /** Event-loop waiting not explained by the process's own helper threads: other processes on the core, ms. */
+  readonly foreignWaitMs: { readonly server: number; readonly load: number };
   readonly idle: {
     readonly connections: number;
     readonly rssKbBefore: number;
@@ -143,8 +147,8 @@ export async function runCase(pattern: Pattern, impl: Impl, options: BenchOption
     }
 
     let cpuBefore = 0;
-    let serverWaitBefore = 0;
-    let loadWaitBefore = 0;
+    let serverSchedBefore: SchedTimes = { mainWaitMs: 0, helpersRunMs: 0 };
+    let loadSchedBefore: SchedTimes = { mainWaitMs: 0, helpersRunMs: 0 };
     let clientBefore = process.cpuUsage();
     let phaseStart = 0;
     const published = await publisher.run(options.rate, options.seconds, (stamp) => {
@@ -152,8 +156,8 @@ export async function runCase(pattern: Pattern, impl: Impl, options: BenchOption
       phaseStart = stamp;
       cpuBefore = server.cpuUs();
       clientBefore = process.cpuUsage();
-      serverWaitBefore = readRunQueueWaitMs(server.pid);
-      loadWaitBefore = readRunQueueWaitMs("self");
+      serverSchedBefore = readSchedTimes(server.pid);
+      loadSchedBefore = readSchedTimes(process.pid);
     });
     const expected = published.ok * n;
     // Drain: until every expected delivery came, or nothing new arrived for a while.
@@ -163,13 +167,20 @@ export async function runCase(pattern: Pattern, impl: Impl, options: BenchOption
     if (stop === "deadline") notes.push("drain stopped at the hard deadline");
     const cpuAfter = server.cpuUs();
     const clientCpu = process.cpuUsage(clientBefore);
-    const runQueueWaitMs = { server: readRunQueueWaitMs(server.pid) - serverWaitBefore, load: readRunQueueWaitMs("self") - loadWaitBefore };
+    const serverSched = readSchedTimes(server.pid);
+    const loadSched = readSchedTimes(process.pid);
+    const runQueueWaitMs = { server: serverSched.mainWaitMs - serverSchedBefore.mainWaitMs, load: loadSched.mainWaitMs - loadSchedBefore.mainWaitMs };
+    const helperThreadsMs = { server: serverSched.helpersRunMs - serverSchedBefore.helpersRunMs, load: loadSched.helpersRunMs - loadSchedBefore.helpersRunMs };
+    const foreignWaitMs = {
+      server: Math.max(0, runQueueWaitMs.server - helperThreadsMs.server),
+      load: Math.max(0, runQueueWaitMs.load - helperThreadsMs.load),
+    };
     const phaseEnd = nowMs();
     const phaseMs = phaseEnd - phaseStart;
     const activeMs = (metrics.lastDeliveryAt || phaseEnd) - phaseStart;
     const serverCpuUs = cpuAfter - cpuBefore;
-    if (runQueueWaitMs.server > phaseMs * 0.05) notes.push(`server waited ${Math.round(runQueueWaitMs.server)} ms for its CPU (other processes on the core)`);
-    if (runQueueWaitMs.load > phaseMs * 0.05) notes.push(`load generator waited ${Math.round(runQueueWaitMs.load)} ms for its CPU`);
+    if (foreignWaitMs.server > phaseMs * 0.05) notes.push(`other processes held the server's core for ~${Math.round(foreignWaitMs.server)} ms`);
+    if (foreignWaitMs.load > phaseMs * 0.05) notes.push(`other processes held the load generator's core for ~${Math.round(foreignWaitMs.load)} ms`);
     const serverCpuPercent = (serverCpuUs / (phaseMs * 1000)) * 100;
     if (serverCpuPercent > 90) notes.push(`server saturated (${Math.round(serverCpuPercent)}% of its core): delivered/s is its capacity, latencies are mostly queueing`);
     if (published.failed > 0) notes.push(`${published.failed} publishes failed`);
@@ -202,6 +213,8 @@ export async function runCase(pattern: Pattern, impl: Impl, options: BenchOption
       clientCpuPercent: ((clientCpu.user + clientCpu.system) / (phaseMs * 1000)) * 100,
       phaseMs,
       runQueueWaitMs,
+      helperThreadsMs,
+      foreignWaitMs,
       idle,
       clientErrors: metrics.errors,
       notes,
