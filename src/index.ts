@@ -1,5 +1,5 @@
 export { createHub, Hub, type HubStats, type NextFunction } from "./server/hub.js";
-export { DEFAULT_MAX_CONCURRENT_STREAMS, serve, type RunningServer, type ServeOptions } from "./server/server.js";
+export { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS, serve, type RunningServer, type ServeOptions } from "./server/server.js";
 export type { HubRequest, HubResponse } from "./server/http.js";
 export type { TlsCredentials, TlsInfo } from "./server/tls.js";
 export { DEFAULTS, type ChannelPolicy, type HubOptions, type SlowConsumerPolicy } from "./server/options.js";

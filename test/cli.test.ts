@@ -33,6 +33,11 @@ test("precedence: flag > environment > config file > default", () => {
   assert.equal(fromEnvOnly.heartbeatMs, 2500);
   assert.equal(fromEnvOnly.slowConsumer, "latest");
   assert.equal(resolveSettings({}, {}).port, undefined, "default left to serve()");
+  const limits = resolveSettings({ "trust-proxy": "loopback, 10.0.0.0/8", "headers-timeout": "2.5" }, { LADDER_REQUEST_TIMEOUT: "20", LADDER_MAX_HEADER_BYTES: "8192" });
+  assert.deepEqual(limits.trustProxy, ["loopback", "10.0.0.0/8"]);
+  assert.equal(limits.headersTimeoutMs, 2500);
+  assert.equal(limits.requestTimeoutMs, 20_000);
+  assert.equal(limits.maxHeaderBytes, 8192);
 });
 
 test("bad settings are refused with a clear message and exit code 2", () => {
@@ -47,6 +52,8 @@ test("bad settings are refused with a clear message and exit code 2", () => {
     [["serve", "--config", join(dir, "missing.json")], {}, /cannot read config file/],
     [["serve"], { LADDER_MAX_WAIT: "-3" }, /expected seconds/],
     [["frobnicate"], {}, /unknown command/],
+    [["serve", "--port", "0", "--trust-proxy", "10.0.0.0/99"], {}, /trustProxy: "10.0.0.0\/99" is not an address/],
+    [["serve", "--port", "0", "--headers-timeout", "40", "--request-timeout", "30"], {}, /headersTimeoutMs must not exceed requestTimeoutMs/],
   ];
   for (const [args, env, message] of cases) {
     const out = spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 5000 });

@@ -12,10 +12,9 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import net from "node:net";
 import { after, before, describe, test, type TestContext } from "node:test";
-import v8 from "node:v8";
-import { runInNewContext } from "node:vm";
 import { WebSocket } from "ws";
 import type { RunningServer } from "../src/index.js";
+import { heapAfterGc, mb, settle as settleWithin } from "./helpers/heap.js";
 import { startHub } from "./helpers/server.js";
 
 const SCALE = Number(process.env.LADDER_LEAK_SCALE ?? "1") || 1;
@@ -45,7 +44,6 @@ const PUB_CHANNELS = Array.from({ length: 8 }, (_, i) => `pub-${i}`);
 const BLOB = "x".repeat(32 * 1024);
 
 const noop = (): void => {};
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 let running: RunningServer;
 let port: number;
@@ -97,14 +95,7 @@ function httpGet(path: string, headers: Record<string, string> = {}): { req: htt
   return { req, socket };
 }
 
-async function settle(cond: () => boolean | Promise<boolean>, ms = SETTLE_MS): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(10);
-  }
-}
+const settle = (cond: () => boolean | Promise<boolean>, ms = SETTLE_MS): Promise<boolean> => settleWithin(cond, ms);
 
 const serverConnections = (): Promise<number> =>
   new Promise((resolve, reject) => running.server.getConnections((error, count) => (error ? reject(error) : resolve(count))));
@@ -115,21 +106,6 @@ function resources(): Record<string, number> {
   return counts;
 }
 
-const gc = (() => {
-  v8.setFlagsFromString("--expose-gc");
-  return runInNewContext("gc") as () => void;
-})();
-
-async function heapAfterGc(): Promise<number> {
-  for (let i = 0; i < 4; i++) {
-    gc();
-    await new Promise<void>((resolve) => setImmediate(resolve));
-  }
-  gc();
-  return process.memoryUsage().heapUsed;
-}
-
-const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(2)} MB`;
 
 const peak = { connections: 0, channels: 0 };
 /** How many clients were aborted in each way (measured rounds only; reset after the warm-up). */

@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { ENGINE_URL_HELP } from "../engines/create.js";
 import { DEFAULTS } from "../server/options.js";
-import { DEFAULT_MAX_CONCURRENT_STREAMS, type ServeOptions } from "../server/server.js";
+import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS, type ServeOptions } from "../server/server.js";
 
 /** `bool` settings are switches on the command line (`--h2c`, `--no-http2`), true/false elsewhere. */
 type Kind = "int" | "seconds" | "string" | "policy" | "bool";
@@ -52,6 +52,10 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "http2", env: "LADDER_HTTP2", key: "http2", kind: "bool", help: "with TLS, offer HTTP/2 by ALPN beside HTTP/1.1; --no-http2 for HTTP/1.1 only", fallback: "true", apply: (t, v) => (t.http2 = v as boolean) },
   { flag: "h2c", env: "LADDER_H2C", key: "h2c", kind: "bool", help: "without TLS, also accept prior-knowledge cleartext HTTP/2, for a proxy that speaks it", fallback: "false", apply: (t, v) => (t.h2c = v as boolean) },
   { flag: "max-concurrent-streams", env: "LADDER_MAX_CONCURRENT_STREAMS", key: "maxConcurrentStreams", kind: "int", help: "streams (SSE, polls) one HTTP/2 connection may hold open", fallback: String(DEFAULT_MAX_CONCURRENT_STREAMS), apply: (t, v) => (t.maxConcurrentStreams = v as number) },
+  { flag: "max-header-bytes", env: "LADDER_MAX_HEADER_BYTES", key: "maxHeaderBytes", kind: "int", help: "largest request head; 431 past it", fallback: String(DEFAULT_REQUEST_LIMITS.maxHeaderBytes), apply: (t, v) => (t.maxHeaderBytes = v as number) },
+  { flag: "headers-timeout", env: "LADDER_HEADERS_TIMEOUT", key: "headersTimeout", kind: "seconds", help: "time to send a request head, finish a TLS handshake or open a first HTTP/2 stream (slow-loris), seconds", fallback: String(DEFAULT_REQUEST_LIMITS.headersTimeoutMs / 1000), apply: (t, v) => (t.headersTimeoutMs = ms(v as number)) },
+  { flag: "request-timeout", env: "LADDER_REQUEST_TIMEOUT", key: "requestTimeout", kind: "seconds", help: "time to send a whole request, body included, seconds", fallback: String(DEFAULT_REQUEST_LIMITS.requestTimeoutMs / 1000), apply: (t, v) => (t.requestTimeoutMs = ms(v as number)) },
+  { flag: "trust-proxy", env: "LADDER_TRUST_PROXY", key: "trustProxy", kind: "string", help: "comma-separated proxies (addresses, CIDR ranges, loopback, private) whose X-Forwarded-For names the client for per-IP limits", fallback: "none", apply: (t, v) => (t.trustProxy = (v as string).split(",").map((entry) => entry.trim()).filter((entry) => entry !== "")) },
   { flag: "auth-config", env: "LADDER_AUTH_CONFIG", key: "authConfig", kind: "string", help: "JSON file with rules, defaults, jwt, apiKeys, allowedOrigins, cors, limits (docs/security.md)", fallback: "none (anyone may do anything)", apply: (t, v) => (t.authConfigFile = v as string) },
   { flag: "demo", env: "LADDER_DEMO", key: "demo", kind: "bool", help: "serve the demo page at / and the browser client at /ladder-client.js; --no-demo to turn off", fallback: "true", apply: (t, v) => (t.demo = v as boolean) },
   { flag: "log-level", env: "LADDER_LOG_LEVEL", key: "logLevel", kind: "string", help: "fatal | error | warn | info | debug | silent", fallback: "info", apply: (t, v) => (t.logLevel = v as string) },

@@ -11,10 +11,11 @@ import { DEFAULT_CHANNEL, isValidChannel, LadderError, type Message } from "../p
 import type { Engine } from "../engines/engine.js";
 import { createEngine } from "../engines/create.js";
 import { Access, applyCors, RateLimitedError, upgradeOriginRefusal } from "./auth/access.js";
+import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./client-address.js";
 import type { Principal } from "./auth/rules.js";
 import { MemoryEngine } from "../engines/memory.js";
 import { Fanout } from "./fanout.js";
-import { closeAfterResponse, readJsonBody, rejectUpgrade, sendError, sendJson, type HubRequest, type HubResponse } from "./http.js";
+import { closeAfterResponse, readJsonBody, endWithError, sendError, sendJson, type HubRequest, type HubResponse } from "./http.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
 import type { StreamContext } from "./stream-connection.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
@@ -44,6 +45,7 @@ export class Hub implements ConnectionRegistry {
   readonly #connections = new Set<Connection>();
   readonly #wss: WebSocketServer;
   readonly #access: Access;
+  readonly #proxies: TrustedProxies;
   /** Per-IP connection slots, released when the connection leaves the registry. */
   readonly #ipSlots = new Map<Connection, () => void>();
   readonly #timers: NodeJS.Timeout[] = [];
@@ -55,6 +57,7 @@ export class Hub implements ConnectionRegistry {
     this.options = resolveOptions(options);
     // Before the engine: a bad auth option throws here, with nothing yet to release.
     this.#access = new Access(options.auth, options.limits);
+    this.#proxies = trustedProxies(options.trustProxy);
     this.logger = options.logger ?? pino({ level: "silent" });
     this.#ownsEngine = typeof options.engine !== "object";
     this.engine =
@@ -96,13 +99,13 @@ export class Hub implements ConnectionRegistry {
     socket.on("error", () => socket.destroy());
     const refusal = upgradeOriginRefusal(req, url, this.options.allowedOrigins, this.#access) ?? this.#admit();
     if (refusal) {
-      rejectUpgrade(socket, refusal);
+      endWithError(socket, refusal);
       return true;
     }
-    const ip = clientIp(req);
+    const ip = this.clientIp(req);
     const release = this.#access.acquireConnection(ip);
     if (!release) {
-      rejectUpgrade(socket, perIpRefusal(), { "retry-after": "1" });
+      endWithError(socket, perIpRefusal(), { "retry-after": "1" });
       return true;
     }
     // ws may refuse the handshake itself (a bad key) without calling back: the socket's end frees the slot then.
@@ -124,7 +127,7 @@ export class Hub implements ConnectionRegistry {
       },
       (error: unknown) => {
         release();
-        rejectUpgrade(socket, error instanceof LadderError ? error : new LadderError("internal", "internal error"), { "www-authenticate": "Bearer" });
+        endWithError(socket, error instanceof LadderError ? error : new LadderError("internal", "internal error"), { "www-authenticate": "Bearer" });
       },
     );
     return true;
@@ -134,7 +137,7 @@ export class Hub implements ConnectionRegistry {
   attach(server: HttpServer): this {
     server.on("request", this.handleRequest);
     server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (!this.handleUpgrade(req, socket, head)) rejectUpgrade(socket, new LadderError("not_found", "no WebSocket endpoint here"));
+      if (!this.handleUpgrade(req, socket, head)) endWithError(socket, new LadderError("not_found", "no WebSocket endpoint here"));
     });
     return this;
   }
@@ -200,6 +203,23 @@ export class Hub implements ConnectionRegistry {
     if (this.#ownsEngine) await this.engine.close();
   }
 
+  /**
+   * The address per-IP limits count: the peer's, or behind a proxy listed in `trustProxy` the client's
+   * from X-Forwarded-For (see client-address.ts).
+   */
+  clientIp(req: HubRequest): string {
+    return clientAddress(req.socket?.remoteAddress, req.headers["x-forwarded-for"], this.#proxies);
+  }
+
+  /**
+   * A slot for a new TCP connection from `peer` (the socket's address), or null when that address holds
+   * `limits.socketsPerIp` already; `serve()` closes the socket then. Trusted proxies are not counted.
+   */
+  admitSocket(peer: string | undefined): (() => void) | null {
+    if (peer === undefined || this.#proxies.trusts(peer)) return () => undefined;
+    return this.#access.acquireSocket(normalizeAddress(peer));
+  }
+
   /** Ties an IP slot to a connection; a connection already gone (closed while starting) frees it at once. */
   #own(connection: Connection, release: () => void): void {
     if (this.#connections.has(connection)) this.#ipSlots.set(connection, release);
@@ -207,7 +227,7 @@ export class Hub implements ConnectionRegistry {
   }
 
   #slot(req: HubRequest): () => void {
-    const release = this.#access.acquireConnection(clientIp(req));
+    const release = this.#access.acquireConnection(this.clientIp(req));
     if (!release) throw perIpRefusal();
     return release;
   }
@@ -290,7 +310,7 @@ export class Hub implements ConnectionRegistry {
     const channel = fields.channel ?? DEFAULT_CHANNEL;
     if (!isValidChannel(channel)) throw new LadderError("bad_channel", "channel must be 1–128 characters from A-Z a-z 0-9 _ . : -");
     this.#access.check(principal, "publish", channel);
-    this.#access.takePublish(principal, clientIp(req));
+    this.#access.takePublish(principal, this.clientIp(req));
     const message = await this.publish(channel, fields.data);
     sendJson(res, 201, { id: message.id, channel: message.channel });
   }
@@ -334,11 +354,6 @@ export class Hub implements ConnectionRegistry {
     this.logger.error({ err: error }, "request failed");
     sendError(res, new LadderError("internal", "internal error"));
   }
-}
-
-/** The peer's address; behind a proxy that is the proxy's, so per-IP limits there belong in the proxy. */
-function clientIp(req: HubRequest): string {
-  return req.socket?.remoteAddress ?? "unknown";
 }
 
 function perIpRefusal(): LadderError {

@@ -13,7 +13,7 @@
  * port gets a readable 400 instead of a failed handshake. The bytes looked at are put back (unshift), so
  * the protocol server reads the connection from its first byte.
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from "node:http";
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerOptions } from "node:http";
 import {
   createSecureServer,
   createServer as createH2cServer,
@@ -26,7 +26,7 @@ import { createServer as createNetServer, type AddressInfo, type Server as NetSe
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { LadderError } from "../protocol/index.js";
-import type { HubRequest, HubResponse } from "./http.js";
+import { endWithError, rawErrorResponse, type HubRequest, type HubResponse } from "./http.js";
 import type { ResolvedTls } from "./tls.js";
 
 export interface ListenOptions {
@@ -39,7 +39,24 @@ export interface ListenOptions {
   readonly h2c: boolean;
   /** SETTINGS_MAX_CONCURRENT_STREAMS announced on every HTTP/2 connection. */
   readonly maxConcurrentStreams: number;
+  readonly limits: RequestLimits;
+  /** Asked for every new TCP connection: a release function, or null to close it at once (sockets per IP). */
+  readonly admitSocket: ((peer: string | undefined) => (() => void) | null) | null;
   readonly logger: Logger;
+}
+
+/** What a client may cost before it has sent a request: slow-loris and oversized-header defences. */
+export interface RequestLimits {
+  /** Largest request head (HTTP/1.1: 431 past it) or header list (HTTP/2: SETTINGS_MAX_HEADER_LIST_SIZE). */
+  readonly maxHeaderBytes: number;
+  /**
+   * Time to send a complete request head once a connection is open or a keep-alive request has begun
+   * (HTTP/1.1: 408 and close); also the TLS handshake's, and an HTTP/2 connection's time to open its
+   * first stream.
+   */
+  readonly headersTimeoutMs: number;
+  /** Time to send a whole request, body included (408). Responses (SSE, held polls) are not bound by it. */
+  readonly requestTimeoutMs: number;
 }
 
 export interface ProtocolHandlers {
@@ -74,8 +91,8 @@ export interface Listener {
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 /** A TLS record of type handshake: how every TLS connection starts. */
 const TLS_HANDSHAKE = 0x16;
-/** A connection that sends nothing is closed after this long, as node:http's headersTimeout would. */
-const FIRST_BYTES_TIMEOUT_MS = 60_000;
+/** An idle HTTP/1.1 keep-alive connection is closed after this long. */
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /** How long a refused plain-HTTP connection may take to read its 400 before it is cut. */
 const REFUSAL_GRACE_MS = 5_000;
 
@@ -118,8 +135,38 @@ export async function listen(options: ListenOptions, handlers: ProtocolHandlers)
   return listenDispatched(options, handlers);
 }
 
+/** node:http's settings for the request limits. */
+function http1Settings(limits: RequestLimits): ServerOptions {
+  return {
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    // node checks the two timeouts on this period (default 30 s), so a 10 s headersTimeout could wait 40 s.
+    connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+    // node:http's own default, stated because node:http2's HTTP/1.1 fallback has none: idle keep-alive
+    // connections there would stay open for ever.
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+  };
+}
+
+/** Counts each new connection against its address; one over the limit is closed before it costs more. */
+function gateSockets(server: NetServer, admit: ListenOptions["admitSocket"], logger: Logger): void {
+  if (!admit) return;
+  server.on("connection", (socket: Socket) => {
+    const release = admit(socket.remoteAddress);
+    if (release) {
+      socket.once("close", release);
+      return;
+    }
+    logger.debug({ peer: socket.remoteAddress }, "connection refused: too many from this address");
+    socket.destroy();
+  });
+}
+
 async function listenPlain(options: ListenOptions, handlers: ProtocolHandlers): Promise<Listener> {
-  const server = createHttpServer();
+  const server = createHttpServer(http1Settings(options.limits));
+  gateSockets(server, options.admitSocket, options.logger);
+  server.on("clientError", answerClientError);
   server.on("request", handlers.request);
   server.on("upgrade", handlers.upgrade);
   await listenOn(server, options.port, options.host);
@@ -135,14 +182,22 @@ async function listenPlain(options: ListenOptions, handlers: ProtocolHandlers): 
 }
 
 async function listenDispatched(options: ListenOptions, handlers: ProtocolHandlers): Promise<Listener> {
-  const { logger } = options;
-  const settings = { maxConcurrentStreams: options.maxConcurrentStreams };
+  const { logger, limits } = options;
+  const settings = { maxConcurrentStreams: options.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes };
+  const http1 = http1Settings(limits);
   const sessions = new Set<ServerHttp2Session>();
   const sockets = new Set<Socket>();
   const trackSessions = (server: Http2SecureServer | Http2Server): void => {
     server.on("session", (session: ServerHttp2Session) => {
       sessions.add(session);
-      session.once("close", () => sessions.delete(session));
+      // HTTP/2's slow-loris: a connection that opens no stream holds a socket and a session for nothing.
+      const firstStream = setTimeout(() => session.destroy(), limits.headersTimeoutMs);
+      firstStream.unref();
+      session.once("stream", () => clearTimeout(firstStream));
+      session.once("close", () => {
+        clearTimeout(firstStream);
+        sessions.delete(session);
+      });
     });
     // Protocol errors of one connection (a bad frame, a bad preface): node answers with GOAWAY and closes
     // that session; the listener only keeps the event from being unhandled.
@@ -151,12 +206,14 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
 
   let secure: Http2SecureServer | HttpsServer | null = null;
   let h2c: Http2Server | null = null;
-  let http1: HttpServer | null = null;
+  let plain: HttpServer | null = null;
   let protocols: string[];
   if (options.tls) {
     const { cert, key } = options.tls.credentials;
     if (options.http2) {
-      const server = createSecureServer({ cert, key, allowHTTP1: true, settings });
+      const server = createSecureServer({ cert, key, allowHTTP1: true, settings, handshakeTimeout: limits.headersTimeoutMs });
+      // Node 20 takes these for the HTTP/1.1 fallback as properties only, not as constructor options.
+      Object.assign(server, http1);
       server.on("request", handlers.request);
       // With allowHTTP1, HTTP/1.1 connections go through node:http's connection handling, upgrades included.
       server.on("upgrade", handlers.upgrade);
@@ -164,7 +221,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
       secure = server;
       protocols = ["h2", "http/1.1"];
     } else {
-      const server = createHttpsServer({ cert, key });
+      const server = createHttpsServer({ cert, key, ...http1, handshakeTimeout: limits.headersTimeoutMs });
       server.on("request", handlers.request);
       server.on("upgrade", handlers.upgrade);
       secure = server;
@@ -178,11 +235,16 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
     server.on("request", handlers.request);
     trackSessions(server);
     h2c = server;
-    http1 = createHttpServer();
-    http1.on("request", handlers.request);
-    http1.on("upgrade", handlers.upgrade);
+    plain = createHttpServer(http1);
+    plain.on("request", handlers.request);
+    plain.on("upgrade", handlers.upgrade);
     protocols = ["h2c", "http/1.1"];
   }
+  for (const server of [secure, plain]) server?.on("clientError", answerClientError);
+  // node:http starts the timer that enforces headersTimeout and requestTimeout when a server starts
+  // listening. These servers never listen (the front does, and hands them sockets), so without this
+  // event a slow-loris client would hold an HTTP/1.1 connection on them for ever. server.close() stops it.
+  for (const server of [secure, plain]) server?.emit("listening");
 
   const dispatch = (socket: Socket, route: Route): void => {
     switch (route) {
@@ -193,7 +255,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
         h2c!.emit("connection", socket);
         return;
       case "http1":
-        http1!.emit("connection", socket);
+        plain!.emit("connection", socket);
         // node:http reads the socket's handle directly from here on; the bytes put back wait in the
         // stream's buffer, which only flows once resumed (before any further read: resume acts on the
         // next tick, reads come from the event loop after it).
@@ -208,7 +270,10 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
     }
   };
 
-  const front = createNetServer({ noDelay: true }, (socket) => {
+  const front = createNetServer({ noDelay: true });
+  gateSockets(front, options.admitSocket, logger);
+  front.on("connection", (socket: Socket) => {
+    if (socket.destroyed) return;
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     let head: Buffer | null = null;
@@ -228,7 +293,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
     };
     socket.on("error", onError);
     socket.on("data", onData);
-    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    socket.setTimeout(limits.headersTimeoutMs, () => socket.destroy());
   });
   await listenOn(front, options.port, options.host);
 
@@ -239,7 +304,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
     async stopAccepting() {
       const done = closed(front);
       // The protocol servers never listened; closing them closes their idle HTTP/1.1 keep-alive connections.
-      for (const server of [secure, h2c, http1]) server?.close();
+      for (const server of [secure, h2c, plain]) server?.close();
       await done;
     },
     goAway() {
@@ -260,13 +325,41 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
 
 /** Answers an http:// request sent to the TLS port with a 400 that says so, then closes. */
 function refusePlainHttp(socket: Socket): void {
-  const body = JSON.stringify(new LadderError("bad_request", "this port speaks TLS: use https:// (or wss://)").toJSON());
   // Read (and drop) what the client sends, so closing does not reset the connection before it reads the answer.
   socket.on("error", () => socket.destroy());
   socket.resume();
   socket.setTimeout(REFUSAL_GRACE_MS, () => socket.destroy());
-  socket.end(
-    "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\n" +
-      `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-  );
+  socket.end(rawErrorResponse(new LadderError("bad_request", "this port speaks TLS: use https:// (or wss://)")));
+}
+
+/**
+ * node:http's answer to a request it cannot take (head too large, too slow, malformed), as a JSON error
+ * like every other refusal. node's own writes and destroys at once, which loses the answer on a TLS socket
+ * read through a JS stream — ours are, after the first-bytes look.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  const written = (socket as Partial<Socket>).bytesWritten ?? 0;
+  const http = error.code === "ERR_HTTP_REQUEST_TIMEOUT" || error.code?.startsWith("HPE_") === true;
+  if (!http || !socket.writable || written > 0) {
+    // Not an HTTP error (a reset, a TLS handshake that failed or timed out: no HTTP can be spoken on it),
+    // or a response already started on it: there is nothing clean left to say.
+    socket.destroy();
+    return;
+  }
+  socket.on("error", () => socket.destroy());
+  const guard = setTimeout(() => socket.destroy(), REFUSAL_GRACE_MS);
+  guard.unref();
+  socket.once("close", () => clearTimeout(guard));
+  endWithError(socket, clientErrorFor(error));
+}
+
+function clientErrorFor(error: NodeJS.ErrnoException): LadderError {
+  switch (error.code) {
+    case "HPE_HEADER_OVERFLOW":
+      return new LadderError("headers_too_large", "request head larger than this server's maxHeaderBytes");
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return new LadderError("request_timeout", "request not received in time");
+    default:
+      return new LadderError("bad_request", "malformed HTTP request");
+  }
 }

@@ -61,6 +61,11 @@ export interface HubOptions {
   readonly allowedOrigins?: readonly string[];
   /** CORS for the HTTP rungs (poll, long-poll, SSE, publish). Unset: no CORS headers, as before. */
   readonly cors?: CorsOptions;
+  /**
+   * Proxies (addresses, CIDR ranges, `loopback`, `private`) whose X-Forwarded-For names the client for
+   * per-IP limits. Unset: the peer's address counts, and X-Forwarded-For is ignored (a client could forge it).
+   */
+  readonly trustProxy?: readonly string[];
   /** Abuse limits (per-IP connections, publish rate, WebSocket first-frame time). On with defaults when `auth` is set. */
   readonly limits?: LimitOptions;
   readonly logger?: Logger;

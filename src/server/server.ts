@@ -4,9 +4,9 @@
  */
 import type { Server as NetServer } from "node:net";
 import { LadderError } from "../protocol/index.js";
-import { rejectUpgrade, type HubRequest, type HubResponse } from "./http.js";
+import { endWithError, type HubRequest, type HubResponse } from "./http.js";
 import { Hub } from "./hub.js";
-import { listen, type Listener } from "./listen.js";
+import { listen, type Listener, type RequestLimits } from "./listen.js";
 import type { HubOptions } from "./options.js";
 import { providedCredentials, selfSignedCredentials, type TlsCredentials, type TlsInfo } from "./tls.js";
 
@@ -26,6 +26,15 @@ export interface ServeOptions extends HubOptions {
   readonly h2c?: boolean;
   /** Streams one HTTP/2 connection may hold open at once (SETTINGS_MAX_CONCURRENT_STREAMS). Default 128. */
   readonly maxConcurrentStreams?: number;
+  /** Largest request head in bytes: HTTP/1.1 answers 431 past it, HTTP/2 announces it as its header list size. Default 16384. */
+  readonly maxHeaderBytes?: number;
+  /**
+   * Time a client has to send a complete request head (408 past it), to finish a TLS handshake, and for an
+   * HTTP/2 connection to open its first stream: the slow-loris defence. Default 10000 ms.
+   */
+  readonly headersTimeoutMs?: number;
+  /** Time to send a whole request, body included (408). Long responses (SSE, held polls) are not bound by it. Default 30000 ms. */
+  readonly requestTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -48,12 +57,31 @@ const SETTLE_MS = 1000;
 /** nginx's default for http2_max_concurrent_streams; each open SSE stream or held poll takes one. */
 export const DEFAULT_MAX_CONCURRENT_STREAMS = 128;
 
+/**
+ * Header size is node's own default; the timeouts are tighter than node's (60 s, 300 s) because a hub's
+ * long-lived responses do not need long requests, and every half-sent request holds a socket.
+ */
+export const DEFAULT_REQUEST_LIMITS: RequestLimits = { maxHeaderBytes: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000 };
+
+function requestLimits(options: ServeOptions): RequestLimits {
+  const value = (name: keyof RequestLimits, min: number): number => {
+    const v = options[name] ?? DEFAULT_REQUEST_LIMITS[name];
+    if (!Number.isInteger(v) || v < min || v > 2 ** 31 - 1) throw new TypeError(`option ${name} must be a whole number ≥ ${min}, got ${String(v)}`);
+    return v;
+  };
+  const limits = { maxHeaderBytes: value("maxHeaderBytes", 1024), headersTimeoutMs: value("headersTimeoutMs", 100), requestTimeoutMs: value("requestTimeoutMs", 100) };
+  // A whole request includes its head; node refuses the reverse order with a less helpful error.
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw new TypeError("option headersTimeoutMs must not exceed requestTimeoutMs");
+  return limits;
+}
+
 export async function serve(options: ServeOptions = {}): Promise<RunningServer> {
   const host = options.host ?? "127.0.0.1";
   const maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS;
   if (!Number.isInteger(maxConcurrentStreams) || maxConcurrentStreams < 1 || maxConcurrentStreams > 2 ** 31 - 1) {
     throw new TypeError(`option maxConcurrentStreams must be a whole number from 1 to 2147483647, got ${String(maxConcurrentStreams)}`);
   }
+  const limits = requestLimits(options);
   if (options.tls && options.h2c) throw new TypeError("option h2c is for cleartext; with tls, HTTP/2 is negotiated by ALPN (option http2)");
   // Certificates first: a bad one fails serve() before a hub or a port is taken.
   const tls = options.tls === "self-signed" ? await selfSignedCredentials(host) : options.tls ? providedCredentials(options.tls) : null;
@@ -62,11 +90,21 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
   let listener: Listener;
   try {
     listener = await listen(
-      { port: options.port ?? 8080, host, tls, http2: options.http2 ?? true, h2c: options.h2c ?? false, maxConcurrentStreams, logger: hub.logger },
+      {
+        port: options.port ?? 8080,
+        host,
+        tls,
+        http2: options.http2 ?? true,
+        h2c: options.h2c ?? false,
+        maxConcurrentStreams,
+        limits,
+        admitSocket: (peer) => hub.admitSocket(peer),
+        logger: hub.logger,
+      },
       {
         request: (req, res) => hub.handleRequest(req, res, fallback ? () => fallback(req, res) : undefined),
         upgrade: (req, socket, head) => {
-          if (!hub.handleUpgrade(req, socket, head)) rejectUpgrade(socket, new LadderError("not_found", "no WebSocket endpoint here"));
+          if (!hub.handleUpgrade(req, socket, head)) endWithError(socket, new LadderError("not_found", "no WebSocket endpoint here"));
         },
       },
     );

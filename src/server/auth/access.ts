@@ -30,9 +30,15 @@ export interface LimitOptions {
   readonly publishBurst?: number;
   /** A WebSocket that sends no frame for this long after the upgrade is closed 1008 (ms). Default 30000. */
   readonly firstFrameTimeoutMs?: number;
+  /**
+   * TCP connections per client IP at the port (`serve()`), whatever they carry — idle keep-alives, TLS
+   * handshakes, requests in progress; past it a new connection is closed at once. Trusted proxies are
+   * exempt. Default 512: above connectionsPerIp, so the limit that answers with a 429 is usually met first.
+   */
+  readonly socketsPerIp?: number;
 }
 
-export const DEFAULT_LIMITS: Required<LimitOptions> = { connectionsPerIp: 256, publishPerSecond: 50, publishBurst: 100, firstFrameTimeoutMs: 30_000 };
+export const DEFAULT_LIMITS: Required<LimitOptions> = { connectionsPerIp: 256, publishPerSecond: 50, publishBurst: 100, firstFrameTimeoutMs: 30_000, socketsPerIp: 512 };
 
 /** A 429 that knows how long to wait, for Retry-After. */
 export class RateLimitedError extends LadderError {
@@ -110,6 +116,7 @@ export class Access {
   readonly #verifier: Promise<TokenVerifier> | null;
   readonly #publishes: RateLimiter | null;
   readonly #perIp: ConnectionCounter | null;
+  readonly #socketsPerIp: ConnectionCounter | null;
   /** Null when limits are off. */
   readonly firstFrameTimeoutMs: number | null;
 
@@ -124,6 +131,7 @@ export class Access {
     const l = { ...DEFAULT_LIMITS, ...limits };
     this.#publishes = active ? new RateLimiter({ ratePerSecond: l.publishPerSecond, burst: l.publishBurst }) : null;
     this.#perIp = active ? new ConnectionCounter(l.connectionsPerIp) : null;
+    this.#socketsPerIp = active ? new ConnectionCounter(l.socketsPerIp) : null;
     this.firstFrameTimeoutMs = active ? l.firstFrameTimeoutMs : null;
     this.#rules = options?.rules ?? [];
     this.#defaults = { ...DEFAULT_ACCESS, ...options?.defaults };
@@ -174,6 +182,11 @@ export class Access {
   /** A connection slot for this IP: the release function, or null when the IP is at its limit. */
   acquireConnection(ip: string): (() => void) | null {
     return this.#perIp ? this.#perIp.acquire(ip) : () => undefined;
+  }
+
+  /** A TCP connection slot for this IP, like {@link acquireConnection}. */
+  acquireSocket(ip: string): (() => void) | null {
+    return this.#socketsPerIp ? this.#socketsPerIp.acquire(ip) : () => undefined;
   }
 
   /** Drops rate buckets that have refilled, so memory follows recent activity only. */
