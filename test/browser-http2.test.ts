@@ -10,15 +10,11 @@
  * Without /usr/bin/chromium the tests skip loudly; with CI=true a missing Chromium is a failure.
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { after, before, test, type TestContext } from "node:test";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { serve, type RunningServer, type ServeOptions } from "../src/index.js";
+import { launchChromium, requireBrowser } from "./helpers/browser.js";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-gpu", "--no-first-run"];
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const IN_CI = process.env.CI === "true";
 const STREAMS = 10;
 /** Chromium's limit of HTTP/1.1 connections per origin (per proxy-less socket group). */
 const HTTP1_CONNECTIONS = 6;
@@ -31,25 +27,13 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 let browser: Browser | null = null;
 
 before(async () => {
-  if (!HAVE_CHROMIUM) {
-    console.warn(`\n*** browser HTTP/2 tests: ${CHROMIUM} is missing — ${IN_CI ? "FAILING (CI=true)" : "SKIPPING"} ***\n`);
-    return;
-  }
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 20_000 });
+  browser = await launchChromium("browser HTTP/2 tests");
 });
 
 after(async () => {
   await browser?.close();
   browser = null;
 });
-
-function requireBrowser(t: TestContext): Browser | null {
-  if (browser) return browser;
-  const why = `${CHROMIUM} is not installed; the browser tests need Debian's chromium package (apt-get install chromium)`;
-  if (IN_CI) assert.fail(`CI=true and ${why}`);
-  t.skip(`SKIPPED: ${why}`);
-  return null;
-}
 
 interface PageState {
   opened: boolean[];
@@ -111,7 +95,7 @@ async function publishToAll(running: RunningServer): Promise<string[]> {
 }
 
 async function assertHttp1Cap(t: TestContext, options: ServeOptions, scheme: "http:" | "https:"): Promise<void> {
-  const b = requireBrowser(t);
+  const b = requireBrowser(t, browser);
   if (!b) return;
   const { running, page } = await setUp(t, b, options);
   assert.equal(new URL(running.url).protocol, scheme);
@@ -148,7 +132,7 @@ test("HTTP/1.1 over TLS (http2 off): the same six-connection cap", TEST, async (
 });
 
 test("HTTP/2: all ten EventSource streams deliver on one connection, the polling fetch answers at once, wss works", TEST, async (t) => {
-  const b = requireBrowser(t);
+  const b = requireBrowser(t, browser);
   if (!b) return;
   const { running, page } = await setUp(t, b, { tls: "self-signed" });
   assert.equal(await protocolOf(page), "h2");

@@ -8,16 +8,12 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
 import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { after, before, test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
+import { launchChromium, requireBrowser } from "./helpers/browser.js";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-gpu", "--no-first-run"];
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const IN_CI = process.env.CI === "true";
 /** The repository root: this file runs as dist/test/browser.test.js. */
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = fileURLToPath(new URL("../../bin/ladder.js", import.meta.url));
@@ -206,26 +202,13 @@ class CuttableProxy {
 let browser: Browser | null = null;
 
 before(async () => {
-  if (!HAVE_CHROMIUM) {
-    console.warn(`\n*** browser tests: ${CHROMIUM} is missing — ${IN_CI ? "FAILING (CI=true)" : "SKIPPING"} ***\n`);
-    return;
-  }
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 20_000 });
+  browser = await launchChromium("browser tests");
 });
 
 after(async () => {
   await browser?.close();
   browser = null;
 });
-
-/** Null (after skipping or failing the test) when there is no browser to run in. */
-function requireBrowser(t: TestContext): Browser | null {
-  if (browser) return browser;
-  const why = `${CHROMIUM} is not installed; the browser tests need Debian's chromium package (apt-get install chromium)`;
-  if (IN_CI) assert.fail(`CI=true and ${why}`);
-  t.skip(`SKIPPED: ${why}`);
-  return null;
-}
 
 interface Session {
   readonly page: Page;
@@ -310,7 +293,7 @@ function afterFirstProbe(received: unknown[], probes: Array<{ probe: number }>, 
 // ---------------------------------------------------------------------------------------------------------
 
 test("interval polling snippet: render() gets the published messages in order with their exact data", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t);
+  const b = requireBrowser(t, browser);
   if (!b) return;
   const hub = await startHub();
   defer(t, () => hub.stop());
@@ -368,7 +351,7 @@ test("interval polling snippet: render() gets the published messages in order wi
 });
 
 test("long-poll loop snippet: messages published while the request is parked arrive in order, exactly once", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t);
+  const b = requireBrowser(t, browser);
   if (!b) return;
   const hub = await startHub();
   defer(t, () => hub.stop());
@@ -438,7 +421,7 @@ test("long-poll loop snippet: messages published while the request is parked arr
 });
 
 test("EventSource snippet: onmessage gets the published data exactly, with the ids the hub assigned", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t);
+  const b = requireBrowser(t, browser);
   if (!b) return;
   const hub = await startHub();
   defer(t, () => hub.stop());
@@ -497,7 +480,7 @@ test("EventSource snippet: onmessage gets the published data exactly, with the i
 });
 
 test("EventSource reconnects by itself after a cut and resumes through Last-Event-ID: nothing lost, nothing twice", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t);
+  const b = requireBrowser(t, browser);
   if (!b) return;
   const hub = await startHub(["--sse-retry", "1"]);
   defer(t, () => hub.stop());
@@ -566,7 +549,7 @@ test("EventSource reconnects by itself after a cut and resumes through Last-Even
 });
 
 test("WebSocket snippet: joined, HTTP publishes arrive as message frames, a page publish is acked and delivered", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t);
+  const b = requireBrowser(t, browser);
   if (!b) return;
   const hub = await startHub();
   defer(t, () => hub.stop());

@@ -8,21 +8,18 @@
  * Without /usr/bin/chromium the tests skip loudly; with CI=true a missing Chromium is a failure.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, test, type TestContext } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { serve, type RunningServer } from "../src/index.js";
 import { staticFiles } from "../src/server/static.js";
+import { chromiumAvailable, launchChromium, requireBrowser as browserOrSkip } from "./helpers/browser.js";
 import { startProxy, type Proxy } from "./helpers/proxy.js";
 import { publish, sleep } from "./helpers/server.js";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-gpu", "--no-first-run"];
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const IN_CI = process.env.CI === "true";
 /** The repository root: this file runs as dist/test/client-browser.test.js. */
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const TEST_TIMEOUT = 30_000;
@@ -66,10 +63,7 @@ let browser: Browser | null = null;
 let bundleDir: string | null = null;
 
 before(async () => {
-  if (!HAVE_CHROMIUM) {
-    console.warn(`\n*** client browser tests: ${CHROMIUM} is missing — ${IN_CI ? "FAILING (CI=true)" : "SKIPPING"} ***\n`);
-    return;
-  }
+  if (!chromiumAvailable("client browser tests")) return;
   // The bundle of the current source, exactly as `npm run build` makes it.
   assert.equal(resolve(process.cwd()), resolve(ROOT), "run the tests from the repository root (node scripts/test.mjs)");
   const { bundleClient } = (await import(pathToFileURL(join(ROOT, "scripts", "build-client.mjs")).href)) as {
@@ -89,7 +83,7 @@ before(async () => {
     fallback: staticFiles({ clientBundle, demoDir: bundleDir }),
   });
   proxy = await startProxy(hub.url);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 20_000 });
+  browser = await launchChromium("client browser tests");
 });
 
 after(async () => {
@@ -110,11 +104,7 @@ function resetRules(): void {
 
 /** Null (after skipping or failing the test) when there is no browser to run in. */
 function requireBrowser(t: TestContext): { browser: Browser; hub: RunningServer; proxy: Proxy } | null {
-  if (browser && hub && proxy) return { browser, hub, proxy };
-  const why = `${CHROMIUM} is not installed; the browser tests need Debian's chromium package (apt-get install chromium)`;
-  if (IN_CI) assert.fail(`CI=true and ${why}`);
-  t.skip(`SKIPPED: ${why}`);
-  return null;
+  return browserOrSkip(t, browser && hub && proxy ? { browser, hub, proxy } : null);
 }
 
 let seq = 0;

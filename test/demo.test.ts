@@ -10,18 +10,15 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, statSync } from "node:fs";
+import { mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { compareIds } from "../src/protocol/index.js";
 import { DEMO_CHANNELS, DemoPublisher } from "../src/server/demo-publisher.js";
+import { launchChromium, requireBrowser } from "./helpers/browser.js";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-gpu", "--no-first-run"];
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const IN_CI = process.env.CI === "true";
 /** The repository root: this file runs as dist/test/demo.test.js. */
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "ladder.js");
@@ -179,11 +176,7 @@ test("demo publisher endpoint on ladder serve: status, start, stop, refusals; ab
 let browser: Browser | null = null;
 
 before(async () => {
-  if (!HAVE_CHROMIUM) {
-    console.warn(`\n*** demo page test: ${CHROMIUM} is missing — ${IN_CI ? "FAILING (CI=true)" : "SKIPPING"} ***\n`);
-    return;
-  }
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 20_000 });
+  browser = await launchChromium("demo page test");
 });
 
 after(async () => {
@@ -226,14 +219,6 @@ async function openDemo(t: TestContext, b: Browser, url: string, viewport: { wid
   };
 }
 
-function requireBrowser(t: TestContext): Browser | null {
-  if (browser) return browser;
-  const why = `${CHROMIUM} is not installed; the browser tests need Debian's chromium package (apt-get install chromium)`;
-  if (IN_CI) assert.fail(`CI=true and ${why}`);
-  t.skip(`SKIPPED: ${why}`);
-  return null;
-}
-
 /** The ids the hub holds on `channel` from `first` to `last`, both included. */
 async function hubIds(base: string, channel: string, first: string, last: string): Promise<string[]> {
   const res = await fetch(`${base}/api/messages?channel=${channel}&since=0&limit=1000`);
@@ -260,7 +245,7 @@ async function screenshot(page: Page, name: string): Promise<string[]> {
 }
 
 test("demo page: live data in every example, the wire view, chat between two pages, a cut survived, screenshots", { timeout: 90_000 }, async (t) => {
-  const b = requireBrowser(t);
+  const b = requireBrowser(t, browser);
   if (!b) return;
   const hub = await startHub(t);
   const desk = await openDemo(t, b, hub.url, { width: 1280, height: 800 }, false);
