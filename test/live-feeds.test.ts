@@ -29,7 +29,7 @@ function harness(options: { failReads?: number } = {}) {
   const feeds = new LiveFeeds({
     read,
     live: { open: async (ch) => void opened.push(ch), close: (ch) => void closed.push(ch) },
-    warn: () => {},
+    logger: { warn: () => {}, info: () => {} },
   });
   let seq = 1;
   const append = (channel: string): Message => {

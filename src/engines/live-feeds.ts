@@ -9,6 +9,7 @@
  * feed to catch up. Listeners thus see each channel in id order, with nothing skipped that history still
  * holds and nothing twice.
  */
+import type { Logger } from "pino";
 import { compareIds, type Message, type MessageId } from "../protocol/index.js";
 import type { MessageListener, ReadResult } from "./engine.js";
 
@@ -25,10 +26,8 @@ export interface LivePath {
 export interface LiveFeedsOptions {
   readonly read: ReadHistory;
   readonly live: LivePath;
-  /** Called when a catch-up fails (it is retried) or skips a gap that history no longer covers. */
-  readonly warn: (message: string, details: Record<string, unknown>) => void;
-  /** Called when a catch-up delivered messages the live path had missed. */
-  readonly info?: (message: string, details: Record<string, unknown>) => void;
+  /** warn: a catch-up failed (it is retried) or skipped a gap history no longer covers; info: it recovered missed messages. */
+  readonly logger: Pick<Logger, "info" | "warn">;
 }
 
 interface Held {
@@ -166,7 +165,7 @@ export class LiveFeeds {
         const result = await this.#options.read(feed.channel, feed.lastId, PAGE_SIZE);
         if (feed.closed) return;
         if (result.gap) {
-          this.#options.warn("live feed skipped messages history no longer holds", { channel: feed.channel, gap: result.gap });
+          this.#options.logger.warn({ channel: feed.channel, gap: result.gap }, "live feed skipped messages history no longer holds");
         }
         for (const message of result.messages) recovered += this.#emit(feed, message) ? 1 : 0;
         if (compareIds(result.cursor, feed.lastId) > 0 && result.messages.length === 0) feed.lastId = result.cursor;
@@ -174,12 +173,12 @@ export class LiveFeeds {
       }
     } catch (error) {
       if (feed.closed) return;
-      this.#options.warn("live feed catch-up failed; retrying", { channel: feed.channel, err: error });
+      this.#options.logger.warn({ channel: feed.channel, err: error }, "live feed catch-up failed; retrying");
       this.#retryLater(feed);
       return;
     }
     feed.retryDelayMs = RETRY_MIN_MS;
-    if (recovered > 0) this.#options.info?.("live feed caught up from history", { channel: feed.channel, messages: recovered });
+    if (recovered > 0) this.#options.logger.info({ channel: feed.channel, messages: recovered }, "live feed caught up from history");
     this.#release(feed);
   }
 

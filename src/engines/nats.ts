@@ -133,8 +133,7 @@ export class NatsEngine implements Engine {
     this.#feeds = new LiveFeeds({
       read: (channel, since, limit) => this.read(channel, since, limit),
       live: { open: (channel) => this.#openLive(channel), close: (channel) => this.#closeLive(channel) },
-      warn: (message, details) => this.#logger.warn(details, message),
-      info: (message, details) => this.#logger.info(details, message),
+      logger: this.#logger,
     });
     this.#startDeadline = Date.now() + (options.startTimeoutMs ?? 5000);
     this.#started = this.#start();
