@@ -103,6 +103,7 @@ function publishOnce(url: string, channel: string, data: unknown): Promise<strin
 const MODES: ReadonlyArray<{ name: string; options: ServeOptions; h2: boolean }> = [
   { name: "HTTP/1.1", options: {}, h2: false },
   { name: "TLS (HTTP/2 and HTTP/1.1 by ALPN)", options: { tls: "self-signed" }, h2: true },
+  { name: "TLS with HTTP/1.1 only", options: { tls: "self-signed", http2: false }, h2: false },
   { name: "cleartext h2c beside HTTP/1.1", options: { h2c: true }, h2: true },
 ];
 
