@@ -85,6 +85,9 @@ describe("redis engine: an expired channel key", { skip: !redisUp && "Redis miss
     try {
       const channel = `expire.${process.pid}`;
       const old = await engine.publish(channel, "old");
+      // A key really expires ttlMs after its last publish, never in the same millisecond; a read in the
+      // publish's own millisecond would (rightly) place nothing at or after the current time.
+      await new Promise((resolve) => setTimeout(resolve, 5));
       // An expired key, as if every message aged out and the key's TTL ran out.
       await admin.del(`${redisPrefix}{${channel}}:log`);
       const ancient = "1000-0"; // far older than the key's TTL: anything after it may be gone
