@@ -36,6 +36,12 @@ export interface Engine {
    */
   read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult>;
   /**
+   * {@link read} within the current turn, for an engine whose history lives in this process and whose
+   * publish hands a message to its listeners in the same turn that appends it (the memory engine). Then a
+   * subscriber that reads and goes live in one turn cannot see a message twice, and needs no fence.
+   */
+  readSync?(channel: string, since: MessageId | null, limit: number): ReadResult;
+  /**
    * Live messages of a channel, in order, from the moment the promise resolves (so a read after it misses
    * nothing). A hub subscribes once per channel that has local subscribers and fans out itself.
    */

@@ -6,6 +6,9 @@
 import { compareIds, formatId, maxId, START_CURSOR, type Gap, type Message, type MessageId } from "../protocol/index.js";
 import type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engine.js";
 
+/** How many of the newest messages a read looks through by id text before searching. */
+const RECENT_SCAN = 16;
+
 interface ChannelLog {
   /** Retained messages, oldest first; `head` indexes the oldest live entry so trimming is O(1). */
   messages: Message[];
@@ -58,11 +61,24 @@ export class MemoryEngine implements Engine {
   }
 
   async read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult> {
+    return this.readSync(channel, since, limit);
+  }
+
+  /** {@link read} within the current turn: the history is in this process, so a caller need not wait a tick per reader. */
+  readSync(channel: string, since: MessageId | null, limit: number): ReadResult {
     const log = this.#log(channel, false);
     if (log) this.#trim(log, this.#now());
     const horizon = log ? log.horizon : this.#horizon;
     const lastId = log ? log.lastId : this.#horizon;
     if (since === null) return { messages: [], gap: null, cursor: lastId };
+    if (log) {
+      const next = this.#afterRecent(log, since);
+      if (next >= 0) {
+        // A retained id: past the horizon and issued here, so no gap.
+        const messages = log.messages.slice(next, Math.min(log.messages.length, next + Math.max(0, limit)));
+        return { messages, gap: null, cursor: messages.length > 0 ? messages[messages.length - 1]!.id : since };
+      }
+    }
 
     let after = since;
     let gap: Gap | null = null;
@@ -141,6 +157,18 @@ export class MemoryEngine implements Engine {
       log.messages = log.messages.slice(log.head);
       log.head = 0;
     }
+  }
+
+  /**
+   * Index after `since` when it is one of the newest retained ids, else -1. Pollers nearly always resume
+   * from the last message or one just before it: matching the id text from the end answers them without
+   * the id comparisons of a search.
+   */
+  #afterRecent(log: ChannelLog, since: MessageId): number {
+    const { messages, head } = log;
+    const stop = Math.max(head, messages.length - RECENT_SCAN);
+    for (let i = messages.length - 1; i >= stop; i--) if (messages[i]!.id === since) return i + 1;
+    return -1;
   }
 
   #after(log: ChannelLog, after: MessageId, limit: number): Message[] {

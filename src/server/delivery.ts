@@ -8,6 +8,8 @@ import { encodeEvent, type Message } from "../protocol/index.js";
 export class Delivery {
   readonly message: Message;
   #dataJson: string | undefined;
+  #json: string | undefined;
+  #pollBody: string | undefined;
   #sse: Buffer | undefined;
   #ws: Buffer | undefined;
 
@@ -26,6 +28,16 @@ export class Delivery {
   /** JSON of the published data, exactly as an SSE `data:` line carries it for a one-channel stream. */
   get dataJson(): string {
     return (this.#dataJson ??= JSON.stringify(this.message.data) ?? "null");
+  }
+
+  /** The whole message as a poll answer's array holds it: exactly `JSON.stringify(message)`. */
+  get json(): string {
+    return (this.#json ??= JSON.stringify(this.message));
+  }
+
+  /** A poll answer of this message alone, the usual long-poll answer: `JSON.stringify([message])`. */
+  get pollBody(): string {
+    return (this.#pollBody ??= "[" + this.json + "]");
   }
 
   /** The SSE event of a one-channel stream: `id:` and the bare data, as the guide's EventSource expects. */

@@ -50,7 +50,11 @@ export function writeChunk(res: HubResponse, chunk: string | Buffer): boolean {
 const CONNECTION_HEADERS = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
 
 export function sendJson(res: HubResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
+  sendJsonText(res, status, JSON.stringify(body), headers);
+}
+
+/** {@link sendJson} for a body already serialised (the poll answers, put together from cached encodings). */
+export function sendJsonText(res: HubResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   const all: Record<string, string | number> = {
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(text),

@@ -6,7 +6,7 @@
  */
 import { compareIds, type Gap, type MessageId } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
-import { Delivery } from "./delivery.js";
+import type { Delivery } from "./delivery.js";
 import type { Fanout, LiveListener } from "./fanout.js";
 
 export interface SubscriptionSink {
@@ -52,19 +52,32 @@ export class Subscription implements LiveListener {
     return this.#closed;
   }
 
+  /**
+   * True once {@link start} has nothing left to do: live, or closed. Read right after calling start(), it
+   * tells whether start finished within the call (an in-process engine, a feed already flowing).
+   */
+  get settled(): boolean {
+    return this.#held === null;
+  }
+
   /** Attaches, catches up, and goes live. Resolves with the cursor once live. */
   async start(): Promise<MessageId> {
-    await this.#fanout.attach(this.channel, this);
+    const attaching = this.#fanout.attach(this.channel, this);
+    if (attaching) await attaching;
     let since = this.#cursor;
     let first = true;
+    // An in-process history (the memory engine) is read at once: that spares every subscriber a turn.
+    const engine = this.#engine;
+    const sync = engine.readSync !== undefined;
     for (;;) {
       if (this.#closed) return this.#cursor ?? "0";
-      const result = await this.#engine.read(this.channel, since, since === null ? 0 : PAGE_SIZE);
+      const limit = since === null ? 0 : PAGE_SIZE;
+      const result = sync ? engine.readSync!(this.channel, since, limit) : await engine.read(this.channel, since, limit);
       if (this.#closed) return this.#cursor ?? "0";
       if (first && result.gap) this.#sink.gap(result.gap);
       first = false;
       for (const message of result.messages) {
-        this.#emit(new Delivery(message));
+        this.#emit(this.#fanout.deliveryFor(message));
         // History can be far larger than a socket buffer: pace it by the socket instead of dropping the reader.
         if (this.#sink.backlogged?.()) {
           await this.#sink.drained?.();
@@ -84,7 +97,9 @@ export class Subscription implements LiveListener {
     const held = this.#held ?? [];
     this.#held = null;
     for (const delivery of held) this.#emit(delivery);
-    this.#fence = this.#cursor;
+    // A read done in this same turn cannot run ahead of the live feed: whatever was in it reached the feed
+    // before the read, so every live message from here on is new and needs no fence (Engine.readSync).
+    this.#fence = sync ? null : this.#cursor;
     return this.#cursor!;
   }
 
@@ -111,11 +126,12 @@ export class Subscription implements LiveListener {
     this.#sink.message(this.channel, delivery, true);
   }
 
-  close(): void {
+  /** `expectReturn`: the subscriber will likely subscribe again soon (an answered long-poll); see {@link Fanout.detach}. */
+  close(expectReturn = false): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#held = null;
-    this.#fanout.detach(this.channel, this);
+    this.#fanout.detach(this.channel, this, expectReturn);
   }
 
   #emit(delivery: Delivery): void {

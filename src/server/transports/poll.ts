@@ -5,7 +5,8 @@
  */
 import { CURSOR_HEADER, GAP_HEADER, LadderError, type Gap, type Message, type MessageId } from "../../protocol/index.js";
 import type { Delivery } from "../delivery.js";
-import { sendJson, type HubRequest, type HubResponse } from "../http.js";
+import type { Fanout } from "../fanout.js";
+import { sendJsonText, type HubRequest, type HubResponse } from "../http.js";
 import { parseChannel, parseLimit, parseSince, parseWait } from "../params.js";
 import type { StreamContext } from "../stream-connection.js";
 import { Subscription, type SubscriptionSink } from "../subscription.js";
@@ -31,16 +32,28 @@ export function parsePollRequest(url: URL, context: StreamContext): PollRequest 
   };
 }
 
-function answer(res: HubResponse, messages: readonly Message[], cursor: MessageId, gap: Gap | null): void {
+/**
+ * The body is what `JSON.stringify(messages)` gives, put together from each message's cached encoding:
+ * every subscriber answered with the same message reuses one serialisation.
+ */
+function answer(res: HubResponse, body: string, cursor: MessageId, gap: Gap | null): void {
   const headers: Record<string, string> = { [CURSOR_HEADER]: cursor };
   if (gap) headers[GAP_HEADER] = JSON.stringify(gap);
-  sendJson(res, 200, messages, headers);
+  sendJsonText(res, 200, body, headers);
+}
+
+function historyBody(fanout: Fanout, messages: readonly Message[]): string {
+  if (messages.length === 0) return "[]";
+  if (messages.length === 1) return fanout.deliveryFor(messages[0]!).pollBody;
+  const parts = new Array<string>(messages.length);
+  for (let i = 0; i < messages.length; i++) parts[i] = fanout.deliveryFor(messages[i]!).json;
+  return "[" + parts.join(",") + "]";
 }
 
 /** Answers a poll at once from history. */
 export async function poll(context: StreamContext, request: PollRequest, res: HubResponse): Promise<void> {
   const result = await context.engine.read(request.channel, request.since, request.limit);
-  answer(res, result.messages, result.cursor, result.gap);
+  answer(res, historyBody(context.fanout, result.messages), result.cursor, result.gap);
 }
 
 /** A held long-poll: a subscription whose first delivery (or a gap, or the timeout) answers the request. */
@@ -50,7 +63,9 @@ export class LongPoll implements Connection, SubscriptionSink {
   readonly #request: PollRequest;
   readonly #registry: ConnectionRegistry;
   readonly #subscription: Subscription;
-  readonly #collected: Message[] = [];
+  /** Most answers carry one message: it waits here, and an array is made only for a second. */
+  #first: Delivery | null = null;
+  #more: Delivery[] | null = null;
   #gap: Gap | null = null;
   #timer: NodeJS.Timeout | null = null;
   #flushScheduled = false;
@@ -62,16 +77,26 @@ export class LongPoll implements Connection, SubscriptionSink {
     this.#registry = registry;
     this.#subscription = new Subscription(context.engine, context.fanout, request.channel, request.since, this);
     registry.add(this);
-    res.once("close", () => this.destroy());
-    req.once("close", () => {
+    // `on`, not `once`: each emitter closes once, and once() would wrap every listener per request.
+    res.on("close", () => this.destroy());
+    req.on("close", () => {
       if (!res.writableEnded) this.destroy();
     });
   }
 
-  async start(): Promise<void> {
-    await this.#subscription.start();
+  /** Returns a promise only when catching up had to wait (a broker engine, a feed not yet flowing). */
+  start(): Promise<void> | undefined {
+    const starting = this.#subscription.start();
+    if (this.#subscription.settled) {
+      this.#started();
+      return undefined;
+    }
+    return starting.then(() => this.#started());
+  }
+
+  #started(): void {
     if (this.#done) return;
-    if (this.#collected.length > 0 || this.#gap) {
+    if (this.#first || this.#gap) {
       this.#respond();
       return;
     }
@@ -79,9 +104,10 @@ export class LongPoll implements Connection, SubscriptionSink {
   }
 
   message(_channel: string, delivery: Delivery): void {
-    if (this.#done || this.#collected.length >= this.#request.limit) return;
-    this.#collected.push(delivery.message);
-    if (this.#collected.length >= this.#request.limit) this.#respond();
+    if (this.#done) return;
+    if (this.#first === null) this.#first = delivery;
+    else (this.#more ??= []).push(delivery);
+    if (1 + (this.#more?.length ?? 0) >= this.#request.limit) this.#respond();
     else this.#scheduleFlush();
   }
 
@@ -103,25 +129,52 @@ export class LongPoll implements Connection, SubscriptionSink {
     if (!this.#res.writableEnded) this.#res.destroy();
   }
 
-  /** Answers after the current burst: messages published in the same tick go out in one response. */
+  /**
+   * Answers after the current burst: messages published in the same tick go out in one response. One
+   * message wakes every held poll of its channel, so they share one setImmediate instead of one each.
+   */
   #scheduleFlush(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    setImmediate(() => this.#respond());
+    if (LongPoll.#flushing.push(this) === 1) setImmediate(LongPoll.#flush);
+  }
+
+  static #flushing: LongPoll[] = [];
+
+  static #flush(): void {
+    const due = LongPoll.#flushing;
+    LongPoll.#flushing = [];
+    for (const poll of due) poll.#respond();
   }
 
   #respond(): void {
     if (this.#done) return;
     this.#done = true;
-    const cursor = this.#collected.at(-1)?.id ?? this.#subscription.cursor ?? this.#request.since ?? "0";
-    this.#release();
-    answer(this.#res, this.#collected, cursor, this.#gap);
+    // Answered, the client will poll again in a moment: let the channel's feed linger for it.
+    this.#release(true);
+    const first = this.#first;
+    const more = this.#more;
+    let body: string;
+    let cursor: MessageId;
+    if (first === null) {
+      body = "[]";
+      cursor = this.#subscription.cursor ?? this.#request.since ?? "0";
+    } else if (more === null) {
+      body = first.pollBody;
+      cursor = first.id;
+    } else {
+      const parts = [first.json];
+      for (const delivery of more) parts.push(delivery.json);
+      body = "[" + parts.join(",") + "]";
+      cursor = more[more.length - 1]!.id;
+    }
+    answer(this.#res, body, cursor, this.#gap);
   }
 
-  #release(): void {
+  #release(answered = false): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
-    this.#subscription.close();
+    this.#subscription.close(answered);
     this.#registry.remove(this);
   }
 }
