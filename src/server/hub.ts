@@ -15,6 +15,7 @@ import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } 
 import type { Principal } from "./auth/rules.js";
 import { MemoryEngine } from "../engines/memory.js";
 import { Fanout } from "./fanout.js";
+import { HubMetrics } from "./metrics.js";
 import { closeAfterResponse, readJsonBody, endWithError, sendError, sendJson, type HubRequest, type HubResponse } from "./http.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
 import type { StreamContext } from "./stream-connection.js";
@@ -33,12 +34,16 @@ export interface HubStats {
 }
 
 const SWEEP_INTERVAL_MS = 60_000;
+/** Where Prometheus scrapes, with the `metrics` option; the usual path, so a scrape config needs no path. */
+const METRICS_PATH = "/metrics";
 const FRAME_OVERHEAD_BYTES = 1024;
 
 export class Hub implements ConnectionRegistry {
   readonly options: ResolvedOptions;
   readonly engine: Engine;
   readonly logger: Logger;
+  /** Prometheus metrics, served at `/metrics`; null unless the `metrics` option is on. */
+  readonly metrics: HubMetrics | null;
   readonly #ownsEngine: boolean;
   readonly #fanout: Fanout;
   readonly #context: StreamContext;
@@ -65,6 +70,14 @@ export class Hub implements ConnectionRegistry {
         ? options.engine
         : createEngine(options.engine ?? "memory", { maxCount: this.options.historySize, maxAgeMs: this.options.historyMaxAgeMs, logger: this.logger });
     this.#fanout = new Fanout(this.engine);
+    this.metrics = options.metrics
+      ? new HubMetrics({
+          stats: () => this.stats(),
+          liveDeliveries: () => this.#fanout.liveDeliveries,
+          engineReady: () => this.engine.ready(),
+          engineName: this.engine.name,
+        })
+      : null;
     this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options };
     // Room for the frame's own fields around the data, which publish() bounds by maxMessageBytes.
     const maxPayload = this.options.maxMessageBytes + FRAME_OVERHEAD_BYTES;
@@ -99,13 +112,13 @@ export class Hub implements ConnectionRegistry {
     socket.on("error", () => socket.destroy());
     const refusal = upgradeOriginRefusal(req, url, this.options.allowedOrigins, this.#access) ?? this.#admit();
     if (refusal) {
-      endWithError(socket, refusal);
+      this.#refuseUpgrade(socket, refusal);
       return true;
     }
     const ip = this.clientIp(req);
     const release = this.#access.acquireConnection(ip);
     if (!release) {
-      endWithError(socket, perIpRefusal(), { "retry-after": "1" });
+      this.#refuseUpgrade(socket, perIpRefusal(), { "retry-after": "1" });
       return true;
     }
     // ws may refuse the handshake itself (a bad key) without calling back: the socket's end frees the slot then.
@@ -127,7 +140,7 @@ export class Hub implements ConnectionRegistry {
       },
       (error: unknown) => {
         release();
-        endWithError(socket, error instanceof LadderError ? error : new LadderError("internal", "internal error"), { "www-authenticate": "Bearer" });
+        this.#refuseUpgrade(socket, error instanceof LadderError ? error : new LadderError("internal", "internal error"), { "www-authenticate": "Bearer" });
       },
     );
     return true;
@@ -152,7 +165,9 @@ export class Hub implements ConnectionRegistry {
       throw new LadderError("payload_too_large", `data is larger than ${this.options.maxMessageBytes} bytes`);
     }
     if (!this.engine.ready()) throw new LadderError("unavailable", `engine ${this.engine.name} is not ready`);
-    return this.engine.publish(channel, data);
+    const message = await this.engine.publish(channel, data);
+    this.metrics?.published();
+    return message;
   }
 
   stats(): HubStats {
@@ -217,7 +232,9 @@ export class Hub implements ConnectionRegistry {
    */
   admitSocket(peer: string | undefined): (() => void) | null {
     if (peer === undefined || this.#proxies.trusts(peer)) return () => undefined;
-    return this.#access.acquireSocket(normalizeAddress(peer));
+    const release = this.#access.acquireSocket(normalizeAddress(peer));
+    if (!release) this.metrics?.socketRefused();
+    return release;
   }
 
   /** Ties an IP slot to a connection; a connection already gone (closed while starting) frees it at once. */
@@ -255,6 +272,10 @@ export class Hub implements ConnectionRegistry {
     const method = req.method ?? "GET";
     const cors = this.options.cors;
     if (cors && (url.pathname === paths.messages || url.pathname === paths.stream) && applyCors(req, res, cors)) return;
+    if (this.metrics && url.pathname === METRICS_PATH) {
+      if (method !== "GET" && method !== "HEAD") return this.#methodNotAllowed(req, res, "GET, HEAD");
+      return this.#sendMetrics(res, this.metrics);
+    }
     switch (url.pathname) {
       case paths.messages:
         if (method === "GET" || method === "HEAD") return this.#poll(req, res, url);
@@ -264,7 +285,7 @@ export class Hub implements ConnectionRegistry {
         if (method === "GET") return this.#stream(req, res, url);
         return this.#methodNotAllowed(req, res, "GET");
       case paths.websocket:
-        sendError(res, new LadderError("bad_request", "this endpoint needs a WebSocket upgrade"), { upgrade: "websocket" });
+        this.#refuse(res, new LadderError("bad_request", "this endpoint needs a WebSocket upgrade"), { upgrade: "websocket" });
         return;
       case "/healthz":
         sendJson(res, 200, { status: "ok" });
@@ -277,19 +298,25 @@ export class Hub implements ConnectionRegistry {
       default:
         if (next) return next();
         closeAfterResponse(req, res);
-        sendError(res, new LadderError("not_found", `no route for ${url.pathname}`));
+        this.#refuse(res, new LadderError("not_found", `no route for ${url.pathname}`));
     }
+  }
+
+  async #sendMetrics(res: HubResponse, metrics: HubMetrics): Promise<void> {
+    const { contentType, body } = await metrics.render();
+    res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
+    res.end(body);
   }
 
   #methodNotAllowed(req: HubRequest, res: HubResponse, allow: string): void {
     closeAfterResponse(req, res);
-    sendError(res, new LadderError("method_not_allowed", `use ${allow}`), { allow });
+    this.#refuse(res, new LadderError("method_not_allowed", `use ${allow}`), { allow });
   }
 
   async #publishRequest(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     if (this.#draining) {
       closeAfterResponse(req, res);
-      sendError(res, new LadderError("draining", "server is shutting down"), { "retry-after": "1" });
+      this.#refuse(res, new LadderError("draining", "server is shutting down"), { "retry-after": "1" });
       return;
     }
     let body: unknown;
@@ -348,11 +375,21 @@ export class Hub implements ConnectionRegistry {
       const headers: Record<string, string> = error.status === 429 || error.status === 503 ? { "retry-after": String(wait) } : {};
       // RFC 6750 §3: a 401 names the scheme that would be accepted.
       if (error.status === 401) headers["www-authenticate"] = "Bearer";
-      sendError(res, error, headers);
+      this.#refuse(res, error, headers);
       return;
     }
     this.logger.error({ err: error }, "request failed");
-    sendError(res, new LadderError("internal", "internal error"));
+    this.#refuse(res, new LadderError("internal", "internal error"));
+  }
+
+  #refuse(res: HubResponse, error: LadderError, headers: Record<string, string> = {}): void {
+    this.metrics?.refused(error);
+    sendError(res, error, headers);
+  }
+
+  #refuseUpgrade(socket: Duplex, error: LadderError, headers: Record<string, string> = {}): void {
+    this.metrics?.refused(error);
+    endWithError(socket, error, headers);
   }
 }
 

@@ -68,6 +68,12 @@ export interface HubOptions {
   readonly trustProxy?: readonly string[];
   /** Abuse limits (per-IP connections, publish rate, WebSocket first-frame time). On with defaults when `auth` is set. */
   readonly limits?: LimitOptions;
+  /**
+   * Serve Prometheus metrics at `/metrics` (connections by transport, channels, publishes, live deliveries,
+   * refusals by error code, engine readiness, process). Off by default: the numbers describe the deployment,
+   * so expose them only where the scraper is (or behind the proxy's access rules).
+   */
+  readonly metrics?: boolean;
   readonly logger?: Logger;
 }
 

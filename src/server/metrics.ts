@@ -1,0 +1,101 @@
+/**
+ * Prometheus metrics (`GET /metrics` with the `metrics` option). Each hub has its own registry, so two hubs
+ * in one process (tests, embedding) never share or clash over series. Gauges are read from the hub when
+ * scraped; the hot path only bumps plain counters (a publish, a refusal), never a label lookup per delivery.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
+import type { LadderError } from "../protocol/index.js";
+import type { TransportKind } from "./transports/transport.js";
+
+/** What the metrics read from the hub at scrape time. */
+export interface MetricsSource {
+  stats(): { readonly byKind: Readonly<Record<TransportKind, number>>; readonly channels: number; readonly draining: boolean };
+  /** Live messages handed to subscribers on this node so far (one per subscriber per message). */
+  liveDeliveries(): number;
+  engineReady(): boolean;
+  readonly engineName: string;
+}
+
+export class HubMetrics {
+  readonly registry = new Registry();
+  readonly #published: Counter;
+  readonly #refused: Counter<"code">;
+  readonly #socketsRefused: Counter;
+
+  constructor(source: MetricsSource) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: "ladder_connections",
+      help: "Open SSE streams, WebSockets and held long-polls, by transport",
+      labelNames: ["transport"],
+      registers,
+      collect() {
+        for (const [transport, count] of Object.entries(source.stats().byKind)) this.set({ transport }, count);
+      },
+    });
+    new Gauge({
+      name: "ladder_channels",
+      help: "Channels with at least one subscriber on this node",
+      registers,
+      collect() {
+        this.set(source.stats().channels);
+      },
+    });
+    new Counter({
+      name: "ladder_live_deliveries_total",
+      help: "Live messages handed to subscribers on this node (one per subscriber per message)",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(source.liveDeliveries());
+      },
+    });
+    new Gauge({
+      name: "ladder_engine_ready",
+      help: "1 when the engine (memory, redis, nats) can publish and read",
+      labelNames: ["engine"],
+      registers,
+      collect() {
+        this.set({ engine: source.engineName }, source.engineReady() ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "ladder_draining",
+      help: "1 while the hub drains for shutdown",
+      registers,
+      collect() {
+        this.set(source.stats().draining ? 1 : 0);
+      },
+    });
+    this.#published = new Counter({ name: "ladder_messages_published_total", help: "Messages published through this node", registers });
+    this.#refused = new Counter({
+      name: "ladder_refusals_total",
+      help: "HTTP requests and WebSocket upgrades answered with an error, by error code (docs/protocol.md)",
+      labelNames: ["code"],
+      registers,
+    });
+    this.#socketsRefused = new Counter({
+      name: "ladder_sockets_refused_total",
+      help: "TCP connections closed at once because their address held limits.socketsPerIp already",
+      registers,
+    });
+  }
+
+  published(): void {
+    this.#published.inc();
+  }
+
+  refused(error: LadderError): void {
+    this.#refused.inc({ code: error.code });
+  }
+
+  socketRefused(): void {
+    this.#socketsRefused.inc();
+  }
+
+  /** The exposition text and its content type. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
