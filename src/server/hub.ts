@@ -10,7 +10,7 @@ import { WebSocketServer } from "ws";
 import { DEFAULT_CHANNEL, isValidChannel, LadderError, type Message } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
 import { createEngine } from "../engines/create.js";
-import { Access, applyCors, RateLimitedError, upgradeOriginRefusal } from "./auth/access.js";
+import { Access, applyCors, NO_SLOT, RateLimitedError, upgradeOriginRefusal } from "./auth/access.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./client-address.js";
 import type { Principal } from "./auth/rules.js";
 import { MemoryEngine } from "../engines/memory.js";
@@ -125,7 +125,7 @@ export class Hub implements ConnectionRegistry {
     socket.once("close", release);
     // The token on the upgrade (header, cookie or query) is checked before the handshake completes, so a
     // bad one is a plain 401; no token is fine here — each join and publish is checked, and an auth frame may follow.
-    this.#access.principalFor(req, url).then(
+    Promise.resolve(this.#access.principalFor(req, url)).then(
       (principal) => {
         if (socket.destroyed) return release();
         this.#wss.handleUpgrade(req, socket, head, (ws) => {
@@ -231,7 +231,7 @@ export class Hub implements ConnectionRegistry {
    * `limits.socketsPerIp` already; `serve()` closes the socket then. Trusted proxies are not counted.
    */
   admitSocket(peer: string | undefined): (() => void) | null {
-    if (peer === undefined || this.#proxies.trusts(peer)) return () => undefined;
+    if (peer === undefined || this.#proxies.trusts(peer)) return NO_SLOT;
     const release = this.#access.acquireSocket(normalizeAddress(peer));
     if (!release) this.metrics?.socketRefused();
     return release;
@@ -239,6 +239,7 @@ export class Hub implements ConnectionRegistry {
 
   /** Ties an IP slot to a connection; a connection already gone (closed while starting) frees it at once. */
   #own(connection: Connection, release: () => void): void {
+    if (release === NO_SLOT) return;
     if (this.#connections.has(connection)) this.#ipSlots.set(connection, release);
     else release();
   }
@@ -344,7 +345,8 @@ export class Hub implements ConnectionRegistry {
 
   async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     const request = parsePollRequest(url, this.#context);
-    this.#access.check(await this.#access.principalFor(req, url), "subscribe", request.channel);
+    const principal = this.#access.principalFor(req, url);
+    this.#access.check(principal instanceof Promise ? await principal : principal, "subscribe", request.channel);
     if (request.waitMs === 0 || this.#draining) {
       await poll(this.#context, request, res);
       return;
@@ -354,7 +356,8 @@ export class Hub implements ConnectionRegistry {
     const release = this.#slot(req);
     const held = new LongPoll(this.#context, request, req, res, this);
     this.#own(held, release);
-    await held.start();
+    const starting = held.start();
+    if (starting) await starting;
   }
 
   async #stream(req: HubRequest, res: HubResponse, url: URL): Promise<void> {

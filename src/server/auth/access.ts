@@ -57,6 +57,9 @@ export const TOKEN_COOKIE = "ladder_token";
 /** Query parameter for the same reason; it ends up in access logs, so the cookie or a WebSocket auth frame is better. */
 export const TOKEN_QUERY = "access_token";
 
+/** The release of a slot that was never counted: one shared function, as every request without limits gets it. */
+export const NO_SLOT = (): void => undefined;
+
 /** Longest delay setTimeout honours; a later expiry is re-armed when this one fires. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -140,8 +143,11 @@ export class Access {
     this.#verifier?.catch(() => undefined);
   }
 
-  /** The principal a request speaks for; anonymous without a token. Rejects with 401 for a bad or expired token. */
-  async principalFor(req: HubRequest, url: URL): Promise<Principal> {
+  /**
+   * The principal a request speaks for; anonymous without a token. Rejects with 401 for a bad or expired
+   * token. Without `auth` it answers at once, not with a promise: a poll then costs no extra turn.
+   */
+  principalFor(req: HubRequest, url: URL): Principal | Promise<Principal> {
     if (!this.#verifier) return ANONYMOUS;
     const token = extractToken(req, url);
     return token === null ? ANONYMOUS : this.verify(token);
@@ -181,12 +187,12 @@ export class Access {
 
   /** A connection slot for this IP: the release function, or null when the IP is at its limit. */
   acquireConnection(ip: string): (() => void) | null {
-    return this.#perIp ? this.#perIp.acquire(ip) : () => undefined;
+    return this.#perIp ? this.#perIp.acquire(ip) : NO_SLOT;
   }
 
   /** A TCP connection slot for this IP, like {@link acquireConnection}. */
   acquireSocket(ip: string): (() => void) | null {
-    return this.#socketsPerIp ? this.#socketsPerIp.acquire(ip) : () => undefined;
+    return this.#socketsPerIp ? this.#socketsPerIp.acquire(ip) : NO_SLOT;
   }
 
   /** Drops rate buckets that have refilled, so memory follows recent activity only. */
@@ -200,7 +206,7 @@ export class Access {
  * connection: a transport calls this again on refresh (after cancelling) and cancels it when it closes.
  */
 export function watchExpiry(principal: Principal, onExpire: () => void): () => void {
-  if (principal.expiresAt === null) return () => undefined;
+  if (principal.expiresAt === null) return NO_SLOT;
   const expiresAt = principal.expiresAt;
   let timer: NodeJS.Timeout | null = null;
   // Always through a timer, never synchronously: the caller is usually still in its constructor.
