@@ -17,7 +17,7 @@ import tls from "node:tls";
 import { WebSocket } from "ws";
 import type { RunningServer, ServeOptions } from "../src/index.js";
 import { heapAfterGc, mb, settle } from "./helpers/heap.js";
-import { openSse, startHub, type SseStream } from "./helpers/server.js";
+import { joinedWs, openSse, startHub, type SseStream } from "./helpers/server.js";
 
 const LIMITS = { maxHeaderBytes: 4096, headersTimeoutMs: 600, requestTimeoutMs: 1200 } as const;
 /** node checks its request timers on a period (≤ 1 s here); a loaded CI machine adds its own lateness. */
@@ -65,22 +65,6 @@ function assertCutInTime(elapsed: number, limitMs: number, what: string): void {
   assert.ok(elapsed <= limitMs + LATE_MS, `${what}: still open ${elapsed} ms after it began (limit ${limitMs} ms)`);
 }
 
-/** A WebSocket subscriber that records the ids of one channel. */
-async function wsSubscriber(url: string, channel: string): Promise<{ ws: WebSocket; ids: string[] }> {
-  const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/ws`, { rejectUnauthorized: false });
-  const ids: string[] = [];
-  await new Promise<void>((resolve, reject) => {
-    ws.once("error", reject);
-    ws.on("message", (raw) => {
-      const frame = JSON.parse(String(raw)) as { type: string; id?: string };
-      if (frame.type === "joined") resolve();
-      if (frame.type === "message" && frame.id) ids.push(frame.id);
-    });
-    ws.once("open", () => ws.send(JSON.stringify({ type: "join", room: channel })));
-  });
-  return { ws, ids };
-}
-
 /**
  * Publishes on a connection of its own that closes after the answer (so the hub's socket count is only
  * the subscribers'); over TLS the hub's self-signed certificate is not checked.
@@ -116,7 +100,7 @@ for (const mode of MODES) {
 
     before(async () => {
       running = await startHub({ ...mode.options, ...LIMITS });
-      bystander = await wsSubscriber(running.url, channel);
+      bystander = await joinedWs(running.url, channel);
       // An SSE stream written by hand: its request is complete, so requestTimeout must not end its response.
       sse = await rawHttp1(running.url);
       sse.socket.write(`GET /api/stream?channel=${channel} HTTP/1.1\r\nhost: hub\r\naccept: text/event-stream\r\n\r\n`);
@@ -288,7 +272,7 @@ describe("a flood of connections from one address", () => {
   before(async () => {
     running = await startHub({ limits: { socketsPerIp: SOCKETS_PER_IP, connectionsPerIp: CONNECTIONS_PER_IP, publishPerSecond: 1000, publishBurst: 1000 } });
     sse = await openSse(`${running.url}/api/stream?channel=${channel}`);
-    ws = await wsSubscriber(running.url, channel);
+    ws = await joinedWs(running.url, channel);
   });
 
   after(async () => {

@@ -1,8 +1,7 @@
 /** Prometheus metrics at /metrics: off by default, and when on, numbers that match what the hub did. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { WebSocket } from "ws";
-import { openSse, publish, startHub } from "./helpers/server.js";
+import { joinedWs, openSse, publish, startHub } from "./helpers/server.js";
 
 /** `name{labels} value` lines of the exposition text, by series. */
 function parseMetrics(text: string): Map<string, number> {
@@ -36,18 +35,8 @@ test("without the metrics option /metrics is not served", async () => {
 test("connections, channels, publishes, live deliveries, refusals and the engine, as they happened", async () => {
   const running = await startHub({ metrics: true });
   const sse = await openSse(`${running.url}/api/stream?channel=m`);
-  const ws = new WebSocket(`${running.url.replace("http", "ws")}/api/ws`);
+  const { ws, ids: wsIds } = await joinedWs(running.url, "m");
   try {
-    const wsIds: string[] = [];
-    await new Promise<void>((resolve, reject) => {
-      ws.once("error", reject);
-      ws.on("message", (raw) => {
-        const frame = JSON.parse(String(raw)) as { type: string; id?: string };
-        if (frame.type === "joined") resolve();
-        if (frame.type === "message" && frame.id) wsIds.push(frame.id);
-      });
-      ws.once("open", () => ws.send(JSON.stringify({ type: "join", room: "m" })));
-    });
     const before = await scrape(running.url);
     assert.equal(before.get('ladder_connections{transport="sse"}'), 1);
     assert.equal(before.get('ladder_connections{transport="websocket"}'), 1);

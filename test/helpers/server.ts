@@ -153,4 +153,23 @@ export async function openWs(base: string, path = "/api/ws"): Promise<WsClient> 
   };
 }
 
+/**
+ * A WebSocket joined to one room that records the ids of the messages it receives; over wss the hub's
+ * certificate is not checked (test hubs use a self-signed one).
+ */
+export async function joinedWs(base: string, room: string): Promise<{ ws: WebSocket; ids: string[] }> {
+  const ws = new WebSocket(`${base.replace(/^http/, "ws")}/api/ws`, { rejectUnauthorized: false });
+  const ids: string[] = [];
+  await new Promise<void>((resolve, reject) => {
+    ws.once("error", reject);
+    ws.on("message", (raw) => {
+      const frame = JSON.parse(String(raw)) as { type: string; id?: string };
+      if (frame.type === "joined") resolve();
+      if (frame.type === "message" && frame.id) ids.push(frame.id);
+    });
+    ws.once("open", () => ws.send(JSON.stringify({ type: "join", room })));
+  });
+  return { ws, ids };
+}
+
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
