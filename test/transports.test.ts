@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { EventSource } from "eventsource";
 import { CURSOR_HEADER, GAP_HEADER, type Gap, type Message } from "../src/protocol/index.js";
-import type { RunningServer } from "../src/index.js";
+import { MemoryEngine, type RunningServer } from "../src/index.js";
 import { openSse, openWs, publish, sleep, startHub } from "./helpers/server.js";
 
 let hub: RunningServer;
@@ -154,6 +154,53 @@ describe("long-poll", () => {
     while (hub.hub.stats().byKind["long-poll"] > 0 && Date.now() < deadline + 2000) await sleep(10);
     assert.equal(hub.hub.stats().byKind["long-poll"], 0);
     assert.equal(hub.hub.stats().channels, 0);
+  });
+});
+
+describe("long-poll: the channel's engine subscription between rounds", () => {
+  /** The real memory engine, counting the subscriptions the hub opens and closes on it. */
+  class CountingEngine extends MemoryEngine {
+    subscribes = 0;
+    unsubscribes = 0;
+    override async subscribe(channel: string, listener: (message: Message) => void): Promise<() => void> {
+      this.subscribes++;
+      const unsubscribe = await super.subscribe(channel, listener);
+      return () => {
+        this.unsubscribes++;
+        unsubscribe();
+      };
+    }
+  }
+
+  test("a client polling again right after its answer reuses the subscription; it goes half a second after the last round", async () => {
+    const engine = new CountingEngine({ maxCount: 100, maxAgeMs: 60_000 });
+    const running = await startHub({ engine });
+    try {
+      let since = "0";
+      const got: unknown[] = [];
+      for (let round = 0; round < 10; round++) {
+        const pending = fetch(`${running.url}/api/messages?channel=linger&since=${since}&wait=5`).then(async (res) => (await res.json()) as Message[]);
+        for (let i = 0; i < 200 && running.hub.stats().byKind["long-poll"] === 0; i++) await sleep(5);
+        await publish(running.url, round, "linger");
+        const answer = await pending;
+        got.push(...answer.map((m) => m.data));
+        since = answer.at(-1)!.id;
+      }
+      assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      assert.equal(engine.subscribes, 1, "one engine subscription served all ten rounds");
+      assert.equal(running.hub.stats().channels, 0, "a lingering subscription has no subscribers to count");
+      await sleep(900);
+      assert.equal(engine.unsubscribes, 1, "released after the linger");
+      // Other transports release at once: an SSE stream that leaves takes its subscription with it.
+      const sse = await openSse(`${running.url}/api/stream?channel=linger`);
+      assert.equal(engine.subscribes, 2);
+      sse.close();
+      for (let i = 0; i < 100 && engine.unsubscribes < 2; i++) await sleep(5);
+      assert.equal(engine.unsubscribes, 2);
+    } finally {
+      await running.close();
+      await engine.close();
+    }
   });
 });
 
