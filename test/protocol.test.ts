@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { channelMatches, compareIds, decodeCursor, encodeCursorMap, isId, isValidChannel, parseId } from "../src/protocol/index.js";
+import fc from "fast-check";
+import { channelMatches, compareIds, decodeCursor, encodeCursorMap, formatId, isId, isValidChannel, parseId } from "../src/protocol/index.js";
 
 test("ids: parse, compare numerically (not as text)", () => {
   assert.deepEqual(parseId("12-3"), { major: 12, minor: 3 });
@@ -11,6 +12,24 @@ test("ids: parse, compare numerically (not as text)", () => {
   assert.ok(compareIds("10-0", "0") > 0);
   assert.equal(compareIds("5-5", "5-5"), 0);
   assert.throws(() => compareIds("x", "1-0"), TypeError);
+  for (const bad of ["1-", "-1", "1-a", "1e3-0", "0x1-0", " 1-0", "1-0-0", "99999999999999999-0"]) {
+    assert.throws(() => compareIds(bad, "1-0"), TypeError, bad);
+  }
+});
+
+test("ids: compareIds orders any two valid ids as their numbers do (property)", () => {
+  const safe = fc.maxSafeNat();
+  const id = fc.oneof(fc.constant("0"), fc.tuple(safe, safe).map(([major, minor]) => formatId(major, minor)));
+  fc.assert(
+    fc.property(id, id, (a, b) => {
+      const pa = parseId(a)!;
+      const pb = parseId(b)!;
+      const expected = Math.sign(pa.major - pb.major || pa.minor - pb.minor);
+      assert.equal(Math.sign(compareIds(a, b)), expected);
+      assert.equal(Math.sign(compareIds(b, a)) + expected, 0, "antisymmetric");
+    }),
+    { numRuns: 2000 },
+  );
 });
 
 test("channels: allowed characters and length", () => {

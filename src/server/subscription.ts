@@ -28,8 +28,10 @@ export class Subscription implements LiveListener {
   readonly #fanout: Fanout;
   readonly #sink: SubscriptionSink;
   #cursor: MessageId | null;
-  /** Live messages seen while history is being read; null once live. */
-  #held: Delivery[] | null = [];
+  /** True until the catch-up is done (or the subscription closed); live messages are held meanwhile. */
+  #catchingUp = true;
+  /** Live messages seen while history is being read; made on the first one, as most catch-ups see none. */
+  #held: Delivery[] | null = null;
   #overflowed = false;
   /** The cursor when the subscription went live; live messages at or below it were already emitted. */
   #fence: MessageId | null = null;
@@ -57,7 +59,7 @@ export class Subscription implements LiveListener {
    * tells whether start finished within the call (an in-process engine, a feed already flowing).
    */
   get settled(): boolean {
-    return this.#held === null;
+    return !this.#catchingUp;
   }
 
   /** Attaches, catches up, and goes live. Resolves with the cursor once live. */
@@ -89,14 +91,15 @@ export class Subscription implements LiveListener {
       if (this.#overflowed) {
         // Too much arrived while reading: read again from where history left off, then go live.
         this.#overflowed = false;
-        this.#held = [];
+        this.#held = null;
         continue;
       }
       if (result.messages.length < PAGE_SIZE) break;
     }
-    const held = this.#held ?? [];
+    const held = this.#held;
     this.#held = null;
-    for (const delivery of held) this.#emit(delivery);
+    this.#catchingUp = false;
+    if (held) for (const delivery of held) this.#emit(delivery);
     // A read done in this same turn cannot run ahead of the live feed: whatever was in it reached the feed
     // before the read, so every live message from here on is new and needs no fence (Engine.readSync).
     this.#fence = sync ? null : this.#cursor;
@@ -105,12 +108,13 @@ export class Subscription implements LiveListener {
 
   onLive(delivery: Delivery): void {
     if (this.#closed) return;
-    if (this.#held) {
-      if (this.#held.length >= MAX_HELD_DURING_CATCH_UP) {
-        this.#held = [];
+    if (this.#catchingUp) {
+      const held = (this.#held ??= []);
+      if (held.length >= MAX_HELD_DURING_CATCH_UP) {
+        this.#held = null;
         this.#overflowed = true;
       } else {
-        this.#held.push(delivery);
+        held.push(delivery);
       }
       return;
     }
@@ -130,6 +134,7 @@ export class Subscription implements LiveListener {
   close(expectReturn = false): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#catchingUp = false;
     this.#held = null;
     this.#fanout.detach(this.channel, this, expectReturn);
   }
