@@ -10,10 +10,10 @@
  * Without /usr/bin/chromium the tests skip loudly; with CI=true a missing Chromium is a failure.
  */
 import assert from "node:assert/strict";
-import { after, before, test, type TestContext } from "node:test";
+import { test, type TestContext } from "node:test";
 import type { Browser, Page } from "playwright-core";
 import { serve, type RunningServer, type ServeOptions } from "../src/index.js";
-import { launchChromium, requireBrowser } from "./helpers/browser.js";
+import { useChromium } from "./helpers/browser.js";
 
 const STREAMS = 10;
 /** Chromium's limit of HTTP/1.1 connections per origin (per proxy-less socket group). */
@@ -24,16 +24,7 @@ const TEST = { timeout: 30_000 };
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-let browser: Browser | null = null;
-
-before(async () => {
-  browser = await launchChromium("browser HTTP/2 tests");
-});
-
-after(async () => {
-  await browser?.close();
-  browser = null;
-});
+const chromiumFor = useChromium("browser HTTP/2 tests");
 
 interface PageState {
   opened: boolean[];
@@ -95,7 +86,7 @@ async function publishToAll(running: RunningServer): Promise<string[]> {
 }
 
 async function assertHttp1Cap(t: TestContext, options: ServeOptions, scheme: "http:" | "https:"): Promise<void> {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const { running, page } = await setUp(t, b, options);
   assert.equal(new URL(running.url).protocol, scheme);
@@ -132,7 +123,7 @@ test("HTTP/1.1 over TLS (http2 off): the same six-connection cap", TEST, async (
 });
 
 test("HTTP/2: all ten EventSource streams deliver on one connection, the polling fetch answers at once, wss works", TEST, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const { running, page } = await setUp(t, b, { tls: "self-signed" });
   assert.equal(await protocolOf(page), "h2");

@@ -18,11 +18,11 @@
 import assert from "node:assert/strict";
 import { createServer, Server as HttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import { after, before, test, type TestContext } from "node:test";
+import { test, type TestContext } from "node:test";
 import { SignJWT } from "jose";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { serve, type RunningServer, type ServeOptions } from "../src/index.js";
-import { launchChromium, requireBrowser } from "./helpers/browser.js";
+import { useChromium } from "./helpers/browser.js";
 
 const SECRET = "origins-test-secret-origins-test-secret";
 const API_KEY = "origins-test-backend-key-0123456789";
@@ -48,16 +48,7 @@ async function userToken(): Promise<string> {
 let seq = 0;
 const channel = (): string => `private.o${process.pid}x${++seq}`;
 
-let browser: Browser | null = null;
-
-before(async () => {
-  browser = await launchChromium("browser origin tests");
-});
-
-after(async () => {
-  await browser?.close();
-  browser = null;
-});
+const chromiumFor = useChromium("browser origin tests");
 
 /** Per-test cleanup, last-in first-out (pages before the servers they talk to), every step even if one throws. */
 function cleanups(t: TestContext): (step: () => unknown) => void {
@@ -290,7 +281,7 @@ const consoleMentions = (session: Session, ...parts: string[]): boolean => sessi
 // ---------------------------------------------------------------------------------------------------------
 
 test("a page on an origin the hub does not allow: its WebSocket is refused and it cannot read the HTTP rungs with the user's credentials", TEST, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const defer = cleanups(t);
   const app = await startSite(defer);
@@ -351,7 +342,7 @@ test("a page on an origin the hub does not allow: its WebSocket is refused and i
 });
 
 test("a page on the allowed origin: its WebSocket opens, joins and receives; its authenticated fetch reads the messages", TEST, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const defer = cleanups(t);
   const app = await startSite(defer);
@@ -396,7 +387,7 @@ test("a page on the allowed origin: its WebSocket opens, joins and receives; its
 });
 
 test("cross-site WebSocket hijacking: without allowedOrigins, a cookie-only WebSocket from another port is refused; from the hub's own page it works", TEST, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const defer = cleanups(t);
   const evil = await startSite(defer);

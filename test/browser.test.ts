@@ -9,10 +9,10 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { connect, createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { after, before, test, type TestContext } from "node:test";
+import { test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Browser, Page } from "playwright-core";
-import { launchChromium, requireBrowser } from "./helpers/browser.js";
+import { useChromium } from "./helpers/browser.js";
 
 /** The repository root: this file runs as dist/test/browser.test.js. */
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -199,16 +199,7 @@ class CuttableProxy {
 // ---------------------------------------------------------------------------------------------------------
 // The browser.
 
-let browser: Browser | null = null;
-
-before(async () => {
-  browser = await launchChromium("browser tests");
-});
-
-after(async () => {
-  await browser?.close();
-  browser = null;
-});
+const chromiumFor = useChromium("browser tests");
 
 interface Session {
   readonly page: Page;
@@ -293,7 +284,7 @@ function afterFirstProbe(received: unknown[], probes: Array<{ probe: number }>, 
 // ---------------------------------------------------------------------------------------------------------
 
 test("interval polling snippet: render() gets the published messages in order with their exact data", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const hub = await startHub();
   defer(t, () => hub.stop());
@@ -351,7 +342,7 @@ test("interval polling snippet: render() gets the published messages in order wi
 });
 
 test("long-poll loop snippet: messages published while the request is parked arrive in order, exactly once", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const hub = await startHub();
   defer(t, () => hub.stop());
@@ -421,7 +412,7 @@ test("long-poll loop snippet: messages published while the request is parked arr
 });
 
 test("EventSource snippet: onmessage gets the published data exactly, with the ids the hub assigned", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const hub = await startHub();
   defer(t, () => hub.stop());
@@ -480,7 +471,7 @@ test("EventSource snippet: onmessage gets the published data exactly, with the i
 });
 
 test("EventSource reconnects by itself after a cut and resumes through Last-Event-ID: nothing lost, nothing twice", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const hub = await startHub(["--sse-retry", "1"]);
   defer(t, () => hub.stop());
@@ -549,7 +540,7 @@ test("EventSource reconnects by itself after a cut and resumes through Last-Even
 });
 
 test("WebSocket snippet: joined, HTTP publishes arrive as message frames, a page publish is acked and delivered", { timeout: TEST_TIMEOUT }, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const hub = await startHub();
   defer(t, () => hub.stop());

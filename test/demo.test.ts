@@ -12,12 +12,12 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test, type TestContext } from "node:test";
+import { test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { compareIds } from "../src/protocol/index.js";
 import { DEMO_CHANNELS, DemoPublisher } from "../src/server/demo-publisher.js";
-import { launchChromium, requireBrowser } from "./helpers/browser.js";
+import { useChromium } from "./helpers/browser.js";
 
 /** The repository root: this file runs as dist/test/demo.test.js. */
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -173,16 +173,7 @@ test("demo publisher endpoint on ladder serve: status, start, stop, refusals; ab
 // ---------------------------------------------------------------------------------------------------------
 // The page in a browser.
 
-let browser: Browser | null = null;
-
-before(async () => {
-  browser = await launchChromium("demo page test");
-});
-
-after(async () => {
-  await browser?.close();
-  browser = null;
-});
+const chromiumFor = useChromium("demo page test");
 
 interface DemoPage {
   readonly page: Page;
@@ -245,7 +236,7 @@ async function screenshot(page: Page, name: string): Promise<string[]> {
 }
 
 test("demo page: live data in every example, the wire view, chat between two pages, a cut survived, screenshots", { timeout: 90_000 }, async (t) => {
-  const b = requireBrowser(t, browser);
+  const b = chromiumFor(t);
   if (!b) return;
   const hub = await startHub(t);
   const desk = await openDemo(t, b, hub.url, { width: 1280, height: 800 }, false);

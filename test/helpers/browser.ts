@@ -3,16 +3,15 @@
  * through `executablePath` (nothing here downloads a browser), and the one skip rule — without it a test
  * skips loudly, except under CI=true, where a missing browser is a failure.
  *
- * A test file launches in a `before` hook and asks {@link requireBrowser} at the top of each test:
+ * A test file that needs only the browser calls {@link useChromium} once; one that starts more with it
+ * (client-browser) launches in its own `before` hook and asks {@link requireBrowser} in each test:
  *
- *   let browser: Browser | null = null;
- *   before(async () => { browser = await launchChromium("my tests"); });
- *   after(async () => { await browser?.close(); browser = null; });
- *   test("…", async (t) => { const b = requireBrowser(t, browser); if (!b) return; … });
+ *   const chromiumFor = useChromium("my tests");
+ *   test("…", async (t) => { const b = chromiumFor(t); if (!b) return; … });
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import type { TestContext } from "node:test";
+import { after, before, type TestContext } from "node:test";
 import { chromium, type Browser } from "playwright-core";
 
 export const CHROMIUM = "/usr/bin/chromium";
@@ -56,4 +55,20 @@ export function requireBrowser<T>(t: TestContext, env: T | null | undefined): T 
   if (IN_CI) assert.fail(`CI=true and ${why}`);
   t.skip(`SKIPPED: ${why}`);
   return null;
+}
+
+/**
+ * Launches Chromium in a `before` hook of the calling file and closes it in an `after` hook; returns what
+ * each test calls for the browser, with the skip rule of {@link requireBrowser} applied.
+ */
+export function useChromium(suite: string): (t: TestContext) => Browser | null {
+  let browser: Browser | null = null;
+  before(async () => {
+    browser = await launchChromium(suite);
+  });
+  after(async () => {
+    await browser?.close();
+    browser = null;
+  });
+  return (t) => requireBrowser(t, browser);
 }
