@@ -227,10 +227,20 @@ async function floodSockets(port: number, count: number): Promise<{ open: net.So
   return { open, refused: count - open.length };
 }
 
-/** An SSE request from the flood address: its status, and the request to end it. */
-function floodSse(url: string, channel: string): Promise<{ status: number; retryAfter?: string; body: string; req: http.ClientRequest }> {
+/**
+ * An SSE request on a connection of its own, from `localAddress` or claiming a forwarded client: its
+ * status (with the refusal's body and Retry-After), and the request to end it.
+ */
+function sseRequest(
+  url: string,
+  channel: string,
+  from: { localAddress?: string; forwardedFor?: string | null } = {},
+): Promise<{ status: number; retryAfter?: string; body: string; req: http.ClientRequest }> {
+  const headers: Record<string, string> = { accept: "text/event-stream" };
+  if (typeof from.forwardedFor === "string") headers["x-forwarded-for"] = from.forwardedFor;
+  const local = from.localAddress ? { localAddress: from.localAddress } : {};
   return new Promise((resolve, reject) => {
-    const req = http.get(`${url}/api/stream?channel=${channel}`, { agent: false, localAddress: FLOOD_ADDRESS, headers: { accept: "text/event-stream" } }, (res) => {
+    const req = http.get(`${url}/api/stream?channel=${channel}`, { agent: false, headers, ...local }, (res) => {
       if (res.statusCode === 200) return resolve({ status: 200, body: "", req });
       let body = "";
       res.on("data", (chunk: Buffer) => (body += chunk));
@@ -295,7 +305,7 @@ describe("a flood of connections from one address", () => {
     await settle(async () => (await serverConnections()) === 2, 5000);
 
     // Fewer than socketsPerIp at once, so every one reaches the hub and the per-address stream limit answers.
-    const streams = await Promise.all(Array.from({ length: STREAMS }, () => floodSse(running.url, channel)));
+    const streams = await Promise.all(Array.from({ length: STREAMS }, () => sseRequest(running.url, channel, { localAddress: FLOOD_ADDRESS })));
     const accepted = streams.filter((s) => s.status === 200);
     const limited = streams.filter((s) => s.status === 429);
     assert.equal(accepted.length, CONNECTIONS_PER_IP, `streams let in: ${accepted.length}`);
@@ -310,7 +320,7 @@ describe("a flood of connections from one address", () => {
     await settle(() => running.hub.stats().connections === 2, 5000);
     assert.equal(running.hub.stats().connections, 2, "only the two well-behaved subscribers are left");
     // The address's slots are free again: a stream from it is let in.
-    const again = await floodSse(running.url, channel);
+    const again = await sseRequest(running.url, channel, { localAddress: FLOOD_ADDRESS });
     assert.equal(again.status, 200);
     again.req.destroy();
     await settle(() => running.hub.stats().connections === 2, 5000);
@@ -337,18 +347,6 @@ describe("a flood of connections from one address", () => {
 // ---------------------------------------------------------------------------------------------------------
 // Per-address limits behind a proxy.
 
-function sseWithForwardedFor(url: string, forwardedFor: string | null): Promise<{ status: number; req: http.ClientRequest }> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = { accept: "text/event-stream" };
-    if (forwardedFor !== null) headers["x-forwarded-for"] = forwardedFor;
-    const req = http.get(`${url}/api/stream?channel=proxied`, { agent: false, headers }, (res) => {
-      res.resume();
-      resolve({ status: res.statusCode ?? 0, req });
-    });
-    req.on("error", reject);
-  });
-}
-
 describe("per-address limits behind a proxy (trustProxy)", () => {
   test("behind a trusted proxy each forwarded client has its own limit; forged entries left of the proxy's are ignored", async () => {
     const running = await startHub({ trustProxy: ["loopback"], limits: { connectionsPerIp: 2 } });
@@ -356,7 +354,7 @@ describe("per-address limits behind a proxy (trustProxy)", () => {
     try {
       const statuses = [];
       for (const xff of ["198.51.100.7", "198.51.100.7", "198.51.100.7", "198.51.100.8", "203.0.113.9, 198.51.100.7", "198.51.100.7, 198.51.100.8"]) {
-        const { status, req } = await sseWithForwardedFor(running.url, xff);
+        const { status, req } = await sseRequest(running.url, "proxied", { forwardedFor: xff });
         statuses.push(status);
         open.push(req);
       }
@@ -374,7 +372,7 @@ describe("per-address limits behind a proxy (trustProxy)", () => {
     try {
       const statuses = [];
       for (const xff of ["198.51.100.1", "198.51.100.2", "198.51.100.3", null]) {
-        const { status, req } = await sseWithForwardedFor(running.url, xff);
+        const { status, req } = await sseRequest(running.url, "proxied", { forwardedFor: xff });
         statuses.push(status);
         open.push(req);
       }

@@ -76,7 +76,7 @@ export function sendError(res: HubResponse, error: LadderError, headers: Record<
 
 /** Writes a plain HTTP error on a raw socket that was never upgraded, then closes it. */
 /** A whole HTTP/1.1 error response that closes the connection, for a socket no node:http response owns. */
-export function rawErrorResponse(error: LadderError, headers: Record<string, string> = {}): string {
+function rawErrorResponse(error: LadderError, headers: Record<string, string> = {}): string {
   const body = JSON.stringify(error.toJSON());
   const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
   return (

@@ -26,7 +26,7 @@ import { createServer as createNetServer, type AddressInfo, type Server as NetSe
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { LadderError } from "../protocol/index.js";
-import { endWithError, rawErrorResponse, type HubRequest, type HubResponse } from "./http.js";
+import { endWithError, type HubRequest, type HubResponse } from "./http.js";
 import type { ResolvedTls } from "./tls.js";
 
 export interface ListenOptions {
@@ -326,10 +326,17 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
 /** Answers an http:// request sent to the TLS port with a 400 that says so, then closes. */
 function refusePlainHttp(socket: Socket): void {
   // Read (and drop) what the client sends, so closing does not reset the connection before it reads the answer.
-  socket.on("error", () => socket.destroy());
   socket.resume();
-  socket.setTimeout(REFUSAL_GRACE_MS, () => socket.destroy());
-  socket.end(rawErrorResponse(new LadderError("bad_request", "this port speaks TLS: use https:// (or wss://)")));
+  answerAndClose(socket, new LadderError("bad_request", "this port speaks TLS: use https:// (or wss://)"));
+}
+
+/** Ends a raw socket with an error answer, and cuts it if the peer has not taken the answer in a grace period. */
+function answerAndClose(socket: Duplex, error: LadderError): void {
+  socket.on("error", () => socket.destroy());
+  const guard = setTimeout(() => socket.destroy(), REFUSAL_GRACE_MS);
+  guard.unref();
+  socket.once("close", () => clearTimeout(guard));
+  endWithError(socket, error);
 }
 
 /**
@@ -346,11 +353,7 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
     socket.destroy();
     return;
   }
-  socket.on("error", () => socket.destroy());
-  const guard = setTimeout(() => socket.destroy(), REFUSAL_GRACE_MS);
-  guard.unref();
-  socket.once("close", () => clearTimeout(guard));
-  endWithError(socket, clientErrorFor(error));
+  answerAndClose(socket, clientErrorFor(error));
 }
 
 function clientErrorFor(error: NodeJS.ErrnoException): LadderError {
