@@ -42,12 +42,18 @@ function answer(res: HubResponse, body: string, cursor: MessageId, gap: Gap | nu
   sendJsonText(res, 200, body, headers);
 }
 
+/** A poll answer's body, messages in order: the first, then the rest (null when there are none). */
+function bodyOf(first: Delivery | null, rest: readonly Delivery[] | null): string {
+  if (first === null) return "[]";
+  if (rest === null || rest.length === 0) return first.pollBody;
+  const parts = [first.json];
+  for (const delivery of rest) parts.push(delivery.json);
+  return "[" + parts.join(",") + "]";
+}
+
 function historyBody(fanout: Fanout, messages: readonly Message[]): string {
   if (messages.length === 0) return "[]";
-  if (messages.length === 1) return fanout.deliveryFor(messages[0]!).pollBody;
-  const parts = new Array<string>(messages.length);
-  for (let i = 0; i < messages.length; i++) parts[i] = fanout.deliveryFor(messages[i]!).json;
-  return "[" + parts.join(",") + "]";
+  return bodyOf(fanout.deliveryFor(messages[0]!), messages.slice(1).map((m) => fanout.deliveryFor(m)));
 }
 
 /** Answers a poll at once from history. */
@@ -152,23 +158,9 @@ export class LongPoll implements Connection, SubscriptionSink {
     this.#done = true;
     // Answered, the client will poll again in a moment: let the channel's feed linger for it.
     this.#release(true);
-    const first = this.#first;
-    const more = this.#more;
-    let body: string;
-    let cursor: MessageId;
-    if (first === null) {
-      body = "[]";
-      cursor = this.#subscription.cursor ?? this.#request.since ?? "0";
-    } else if (more === null) {
-      body = first.pollBody;
-      cursor = first.id;
-    } else {
-      const parts = [first.json];
-      for (const delivery of more) parts.push(delivery.json);
-      body = "[" + parts.join(",") + "]";
-      cursor = more[more.length - 1]!.id;
-    }
-    answer(this.#res, body, cursor, this.#gap);
+    const last = this.#more?.at(-1) ?? this.#first;
+    const cursor = last ? last.id : (this.#subscription.cursor ?? this.#request.since ?? "0");
+    answer(this.#res, bodyOf(this.#first, this.#more), cursor, this.#gap);
   }
 
   #release(answered = false): void {
