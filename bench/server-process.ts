@@ -10,7 +10,7 @@ import type { Socket } from "node:net";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { serve } from "../src/index.js";
-import { selfSignedCredentials } from "../src/server/tls.js";
+import { selfSignedCredentials } from "../src/server/edge/tls.js";
 import { startBaseline } from "./baseline.js";
 import type { ChildToParent, Impl, ParentToChild, ServerStats } from "./ipc.js";
 import type { ServerProtocol } from "./load.js";

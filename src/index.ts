@@ -1,7 +1,7 @@
 export { createHub, Hub, type HubStats, type NextFunction } from "./server/hub.js";
 export { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS, serve, type RunningServer, type ServeOptions } from "./server/server.js";
-export type { HubRequest, HubResponse } from "./server/http.js";
-export type { TlsCredentials, TlsInfo } from "./server/tls.js";
+export type { HubRequest, HubResponse } from "./server/edge/http.js";
+export type { TlsCredentials, TlsInfo } from "./server/edge/tls.js";
 export { DEFAULTS, type ChannelPolicy, type HubOptions, type SlowConsumerPolicy } from "./server/options.js";
 export type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engines/engine.js";
 export { MemoryEngine, type MemoryEngineOptions } from "./engines/memory.js";

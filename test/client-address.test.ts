@@ -1,7 +1,7 @@
 /** Which address per-IP limits count: the peer's, or behind trusted proxies the client's from X-Forwarded-For. */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { clientAddress, normalizeAddress, trustedProxies } from "../src/server/client-address.js";
+import { clientAddress, normalizeAddress, trustedProxies } from "../src/server/edge/client-address.js";
 
 describe("trustedProxies", () => {
   const proxies = trustedProxies(["10.0.0.0/8", "192.0.2.7", "loopback", "fd00::/8"]);

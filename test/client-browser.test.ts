@@ -15,7 +15,7 @@ import { after, before, test, type TestContext } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Browser, Page } from "playwright-core";
 import { serve, type RunningServer } from "../src/index.js";
-import { staticFiles } from "../src/server/static.js";
+import { staticFiles } from "../src/server/edge/static.js";
 import { chromiumAvailable, launchChromium, requireBrowser as browserOrSkip } from "./helpers/browser.js";
 import { startProxy, type Proxy } from "./helpers/proxy.js";
 import { publish, sleep } from "./helpers/server.js";

@@ -16,7 +16,7 @@ import { test, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { compareIds } from "../src/protocol/index.js";
-import { DEMO_CHANNELS, DemoPublisher } from "../src/server/demo-publisher.js";
+import { DEMO_CHANNELS, DemoPublisher } from "../src/cli/demo-publisher.js";
 import { useChromium } from "./helpers/browser.js";
 
 /** The repository root: this file runs as dist/test/demo.test.js. */

@@ -3,8 +3,8 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { serve } from "../server/server.js";
-import { staticFiles } from "../server/static.js";
-import { DemoPublisher, demoRoutes } from "../server/demo-publisher.js";
+import { staticFiles } from "../server/edge/static.js";
+import { DemoPublisher, demoRoutes } from "./demo-publisher.js";
 import { resolveSettings, SETTINGS, SettingsError, settingsHelp } from "./settings.js";
 
 const USAGE = `ladder — a realtime delivery hub (polling, long-polling, SSE, WebSocket)

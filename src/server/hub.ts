@@ -11,14 +11,14 @@ import { DEFAULT_CHANNEL, isValidChannel, LadderError, type Message } from "../p
 import type { Engine } from "../engines/engine.js";
 import { createEngine } from "../engines/create.js";
 import { Access, applyCors, NO_SLOT, RateLimitedError, upgradeOriginRefusal } from "./auth/access.js";
-import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./client-address.js";
+import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
 import type { Principal } from "./auth/rules.js";
 import { MemoryEngine } from "../engines/memory.js";
-import { Fanout } from "./fanout.js";
+import { Fanout } from "./core/fanout.js";
 import { HubMetrics } from "./metrics.js";
-import { closeAfterResponse, readJsonBody, endWithError, sendError, sendJson, type HubRequest, type HubResponse } from "./http.js";
+import { closeAfterResponse, readJsonBody, endWithError, sendError, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
-import type { StreamContext } from "./stream-connection.js";
+import type { StreamContext } from "./core/stream-connection.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
 import { parseSseRequest, SseConnection } from "./transports/sse.js";
 import type { Connection, ConnectionRegistry, TransportKind } from "./transports/transport.js";

@@ -4,11 +4,11 @@
  */
 import type { Server as NetServer } from "node:net";
 import { LadderError } from "../protocol/index.js";
-import { endWithError, type HubRequest, type HubResponse } from "./http.js";
+import { endWithError, type HubRequest, type HubResponse } from "./edge/http.js";
 import { Hub } from "./hub.js";
-import { listen, type Listener, type RequestLimits } from "./listen.js";
+import { listen, type Listener, type RequestLimits } from "./edge/listen.js";
 import type { HubOptions } from "./options.js";
-import { providedCredentials, selfSignedCredentials, type TlsCredentials, type TlsInfo } from "./tls.js";
+import { providedCredentials, selfSignedCredentials, type TlsCredentials, type TlsInfo } from "./edge/tls.js";
 
 export interface ServeOptions extends HubOptions {
   readonly port?: number;

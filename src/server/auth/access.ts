@@ -5,7 +5,7 @@
  * (the behaviour before access control existed), so embedding code that never configured auth is unchanged.
  */
 import { CURSOR_HEADER, GAP_HEADER, LadderError } from "../../protocol/index.js";
-import type { HubRequest, HubResponse } from "../http.js";
+import type { HubRequest, HubResponse } from "../edge/http.js";
 import { ConnectionCounter, RateLimiter } from "./rate-limit.js";
 import { ANONYMOUS, authorize, type Access as Who, type Action, type ChannelRule, type Principal } from "./rules.js";
 import { TokenVerifier, type TokenOptions } from "./tokens.js";

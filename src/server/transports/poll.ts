@@ -4,12 +4,12 @@
  * exists or the wait runs out (`200 []`). A held request whose client leaves is released at once.
  */
 import { CURSOR_HEADER, GAP_HEADER, LadderError, type Gap, type Message, type MessageId } from "../../protocol/index.js";
-import type { Delivery } from "../delivery.js";
-import type { Fanout } from "../fanout.js";
-import { sendJsonText, type HubRequest, type HubResponse } from "../http.js";
-import { parseChannel, parseLimit, parseSince, parseWait } from "../params.js";
-import type { StreamContext } from "../stream-connection.js";
-import { Subscription, type SubscriptionSink } from "../subscription.js";
+import type { Delivery } from "../core/delivery.js";
+import type { Fanout } from "../core/fanout.js";
+import { sendJsonText, type HubRequest, type HubResponse } from "../edge/http.js";
+import { parseChannel, parseLimit, parseSince, parseWait } from "../edge/params.js";
+import type { StreamContext } from "../core/stream-connection.js";
+import { Subscription, type SubscriptionSink } from "../core/subscription.js";
 import type { Connection, ConnectionRegistry } from "./transport.js";
 
 export interface PollRequest {

@@ -15,13 +15,13 @@ import {
   type Gap,
   type MessageId,
 } from "../../protocol/index.js";
-import type { Corkable } from "../cork.js";
-import type { Delivery } from "../delivery.js";
+import type { Corkable } from "../core/cork.js";
+import type { Delivery } from "../core/delivery.js";
 import { watchExpiry } from "../auth/access.js";
 import { ANONYMOUS, type Principal } from "../auth/rules.js";
-import { abortResponse, isHttp2, outboundBytes, writeChunk, type HubRequest, type HubResponse } from "../http.js";
-import { parseChannels } from "../params.js";
-import { onceEither, StreamConnection, type StreamContext } from "../stream-connection.js";
+import { abortResponse, isHttp2, outboundBytes, writeChunk, type HubRequest, type HubResponse } from "../edge/http.js";
+import { parseChannels } from "../edge/params.js";
+import { onceEither, StreamConnection, type StreamContext } from "../core/stream-connection.js";
 import type { Connection, ConnectionRegistry } from "./transport.js";
 
 const HEARTBEAT = Buffer.from(encodeComment());

@@ -18,9 +18,9 @@ import {
 } from "../../protocol/index.js";
 import { Access, watchExpiry } from "../auth/access.js";
 import { ANONYMOUS, type Principal } from "../auth/rules.js";
-import type { Corkable } from "../cork.js";
-import type { Delivery } from "../delivery.js";
-import { onceEither, StreamConnection, type StreamContext } from "../stream-connection.js";
+import type { Corkable } from "../core/cork.js";
+import type { Delivery } from "../core/delivery.js";
+import { onceEither, StreamConnection, type StreamContext } from "../core/stream-connection.js";
 import type { Connection, ConnectionRegistry } from "./transport.js";
 
 /** Bad frames a peer may send before it is taken for abusive and closed with 1008. */

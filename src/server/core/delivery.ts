@@ -3,7 +3,7 @@
  * a channel, serialising per subscriber would dominate the cost of a delivery; each encoding here is made
  * on first use and shared by every connection that sends the same bytes.
  */
-import { encodeEvent, type Message } from "../protocol/index.js";
+import { encodeEvent, type Message } from "../../protocol/index.js";
 
 export class Delivery {
   readonly message: Message;

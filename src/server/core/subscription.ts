@@ -4,8 +4,8 @@
  * and live messages that arrive during the read wait in a list; after the read, those past the cursor
  * follow. This is the whole no-loss argument, so every transport goes through it.
  */
-import { compareIds, type Gap, type MessageId } from "../protocol/index.js";
-import type { Engine } from "../engines/engine.js";
+import { compareIds, type Gap, type MessageId } from "../../protocol/index.js";
+import type { Engine } from "../../engines/engine.js";
 import type { Delivery } from "./delivery.js";
 import type { Fanout, LiveListener } from "./fanout.js";
 

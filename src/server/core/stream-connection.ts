@@ -4,12 +4,12 @@
  * (the client resumes by id) or `latest` (keep only the newest message per channel until the socket
  * drains, then send a `conflated` gap and that message).
  */
-import type { Gap, MessageId } from "../protocol/index.js";
-import type { Engine } from "../engines/engine.js";
+import type { Gap, MessageId } from "../../protocol/index.js";
+import type { Engine } from "../../engines/engine.js";
 import { corkForTurn, type Corkable } from "./cork.js";
 import type { Delivery } from "./delivery.js";
 import type { Fanout } from "./fanout.js";
-import { slowConsumerFor, type ResolvedOptions } from "./options.js";
+import { slowConsumerFor, type ResolvedOptions } from "../options.js";
 import { Subscription, type SubscriptionSink } from "./subscription.js";
 
 interface Conflated {

@@ -1,5 +1,5 @@
 /** Validation of the query parameters every HTTP rung shares; each failure is a documented 400. */
-import { DEFAULT_CHANNEL, isId, isValidChannel, LadderError, NOW_CURSOR, START_CURSOR, type MessageId } from "../protocol/index.js";
+import { DEFAULT_CHANNEL, isId, isValidChannel, LadderError, NOW_CURSOR, START_CURSOR, type MessageId } from "../../protocol/index.js";
 
 export function parseChannel(value: string | null | undefined): string {
   if (value === null || value === undefined) return DEFAULT_CHANNEL;

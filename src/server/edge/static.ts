@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { extname, join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import { LadderError } from "../protocol/index.js";
+import { LadderError } from "../../protocol/index.js";
 import { sendError, type HubRequest, type HubResponse } from "./http.js";
 
 const TYPES: Record<string, string> = {

@@ -4,8 +4,8 @@
  * message shared by all of them. Messages that do not advance the
  * channel (a broker redelivering after a reconnect) are dropped here once instead of per subscriber.
  */
-import { compareIds, type Message, type MessageId } from "../protocol/index.js";
-import type { Engine } from "../engines/engine.js";
+import { compareIds, type Message, type MessageId } from "../../protocol/index.js";
+import type { Engine } from "../../engines/engine.js";
 import { Delivery } from "./delivery.js";
 
 export interface LiveListener {

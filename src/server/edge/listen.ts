@@ -25,7 +25,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from "n
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
-import { LadderError } from "../protocol/index.js";
+import { LadderError } from "../../protocol/index.js";
 import { endWithError, type HubRequest, type HubResponse } from "./http.js";
 import type { ResolvedTls } from "./tls.js";
 

@@ -1,7 +1,7 @@
 /** Small helpers for answering HTTP requests with JSON and reading bounded JSON bodies. */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { constants as h2constants, Http2ServerResponse, type Http2ServerRequest } from "node:http2";
-import { LadderError } from "../protocol/index.js";
+import { LadderError } from "../../protocol/index.js";
 
 /**
  * A request the hub handles: node:http's, or the HTTP/2 compatibility API's (which mirrors it). One code
