@@ -20,8 +20,8 @@ const TYPES: Record<string, string> = {
   ".ico": "image/x-icon",
 };
 
-/** The package root: three levels above dist/src/server. */
-const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+/** The package root: four levels above dist/src/server/edge. */
+const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 
 export interface StaticOptions {
   readonly demoDir?: string;
