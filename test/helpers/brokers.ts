@@ -43,17 +43,17 @@ export async function brokerAvailable(name: string, url: string): Promise<boolea
 }
 
 /** True when the program can be found on PATH (for tests that start their own brokers). */
-export function hasProgram(program: string): Promise<boolean> {
+export function hasProgram(program: string, versionArgs: readonly string[] = ["--version"]): Promise<boolean> {
   return new Promise((resolve) => {
-    const child = spawn(program, ["--version"], { stdio: "ignore" });
+    const child = spawn(program, versionArgs, { stdio: "ignore" });
     child.once("error", () => resolve(false));
     child.once("exit", (code) => resolve(code === 0));
   });
 }
 
-export async function programAvailable(program: string): Promise<boolean> {
-  if (await hasProgram(program)) return true;
-  if (IN_CI) throw new Error(`${program} is not installed (CI=true: a missing broker fails the test)`);
+export async function programAvailable(program: string, versionArgs?: readonly string[]): Promise<boolean> {
+  if (await hasProgram(program, versionArgs)) return true;
+  if (IN_CI) throw new Error(`${program} is not installed (CI=true: a missing program fails the test)`);
   process.stderr.write(`\n!!! SKIPPING: ${program} is not installed.\n\n`);
   return false;
 }
