@@ -6,6 +6,7 @@ import { serve } from "../server/server.js";
 import { staticFiles } from "../server/edge/static.js";
 import { DemoPublisher, demoRoutes } from "./demo-publisher.js";
 import { resolveSettings, SETTINGS, SettingsError, settingsHelp } from "./settings.js";
+import { BenchFailure, runBenchCommand } from "./bench.js";
 
 const USAGE = `ladder — a realtime delivery hub (polling, long-polling, SSE, WebSocket)
 
@@ -13,6 +14,7 @@ Usage:
   ladder serve [options]                 run a hub (in memory, or one of many over --engine redis://… or nats://…)
   ladder publish <channel> <json> [--url U]   publish one message to a running hub
   ladder tail [channel] [--since ID] [--url U]  print a channel's messages as they arrive (SSE)
+  ladder bench --url U [options]         measure every delivery pattern against a hub (ladder bench --help)
   ladder --help | --version
 
 Options of serve:
@@ -121,6 +123,8 @@ export async function main(argv: string[]): Promise<void> {
         return await runPublish(rest);
       case "tail":
         return await runTail(rest);
+      case "bench":
+        return await runBenchCommand(rest);
       case "--version":
       case "-v":
         process.stdout.write(`${version()}\n`);
@@ -138,6 +142,11 @@ export async function main(argv: string[]): Promise<void> {
     if (error instanceof SettingsError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
       process.stderr.write(`ladder: ${(error as Error).message}\n`);
       process.exitCode = 2;
+      return;
+    }
+    if (error instanceof BenchFailure) {
+      process.stderr.write(`ladder: ${error.message}\n`);
+      process.exitCode = 1;
       return;
     }
     throw error;
