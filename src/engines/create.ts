@@ -4,11 +4,11 @@
  */
 import type { Logger } from "pino";
 import type { Engine, HistoryLimits } from "./engine.js";
-import { MemoryEngine } from "./memory.js";
+import { MemoryEngine, type MemoryBudget } from "./memory.js";
 import { NatsEngine } from "./nats.js";
 import { RedisEngine } from "./redis.js";
 
-export interface EngineContext extends HistoryLimits {
+export interface EngineContext extends HistoryLimits, MemoryBudget {
   readonly logger?: Logger;
 }
 
@@ -17,7 +17,9 @@ export const ENGINE_URL_HELP = "memory, redis://host:port or nats://host:port";
 export function createEngine(url: string, context: EngineContext): Engine {
   const limits = { maxCount: context.maxCount, maxAgeMs: context.maxAgeMs };
   const logger = context.logger ? { logger: context.logger } : {};
-  if (url === "memory" || url === "memory:" || url === "memory://") return new MemoryEngine(limits);
+  if (url === "memory" || url === "memory:" || url === "memory://") {
+    return new MemoryEngine({ ...limits, maxLogBytes: context.maxLogBytes, maxChannels: context.maxChannels });
+  }
   let scheme: string;
   try {
     scheme = new URL(url).protocol;

@@ -24,12 +24,30 @@ export interface ReadResult {
   readonly cursor: MessageId;
 }
 
+/** What an engine that keeps history in this process holds, for metrics (the broker engines have none: the broker's own metrics say it). */
+export interface EngineStats {
+  /** Channels held (with retained messages or subscribers). */
+  readonly channels: number;
+  /** Budget bytes of the retained messages (data JSON length plus a per-message overhead). */
+  readonly retainedBytes: number;
+  readonly maxLogBytes: number;
+  readonly maxChannels: number;
+  /** Messages dropped to stay within the budget (not those past the count or age limit). */
+  readonly evictedMessages: number;
+  /** Channels without subscribers freed to stay within the budget. */
+  readonly evictedChannels: number;
+}
+
 export type MessageListener = (message: Message) => void;
 
 export interface Engine {
   readonly name: string;
-  /** Appends to the channel's history and fans the message out to every subscribed node. */
-  publish(channel: string, data: unknown): Promise<Message>;
+  /**
+   * Appends to the channel's history and fans the message out to every subscribed node. `encodedBytes`
+   * is the data's JSON length in bytes when the caller has measured it (the hub has), so an engine that
+   * counts bytes need not encode the data again.
+   */
+  publish(channel: string, data: unknown, encodedBytes?: number): Promise<Message>;
   /**
    * Reads history after `since` (`"0"` for the start of what is retained), or, with `since` null,
    * only the current cursor (no messages).
@@ -46,6 +64,8 @@ export interface Engine {
    * nothing). A hub subscribes once per channel that has local subscribers and fans out itself.
    */
   subscribe(channel: string, listener: MessageListener): Promise<() => void>;
+  /** Retained bytes, channels and evictions, for an engine whose history lives in this process. */
+  stats?(): EngineStats;
   /** True while the engine can accept publishes (readiness). */
   ready(): boolean;
   close(): Promise<void>;

@@ -13,7 +13,6 @@ import { createEngine } from "../engines/create.js";
 import { Access, applyCors, NO_SLOT, RateLimitedError, upgradeOriginRefusal } from "./auth/access.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
 import type { Principal } from "./auth/rules.js";
-import { MemoryEngine } from "../engines/memory.js";
 import { Fanout } from "./core/fanout.js";
 import { HubMetrics } from "./metrics.js";
 import { closeAfterResponse, readJsonBody, endWithError, sendError, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
@@ -68,13 +67,20 @@ export class Hub implements ConnectionRegistry {
     this.engine =
       typeof options.engine === "object"
         ? options.engine
-        : createEngine(options.engine ?? "memory", { maxCount: this.options.historySize, maxAgeMs: this.options.historyMaxAgeMs, logger: this.logger });
+        : createEngine(options.engine ?? "memory", {
+            maxCount: this.options.historySize,
+            maxAgeMs: this.options.historyMaxAgeMs,
+            maxLogBytes: this.options.maxLogBytes,
+            maxChannels: this.options.maxChannels,
+            logger: this.logger,
+          });
     this.#fanout = new Fanout(this.engine);
     this.metrics = options.metrics
       ? new HubMetrics({
           stats: () => this.stats(),
           liveDeliveries: () => this.#fanout.liveDeliveries,
           engineReady: () => this.engine.ready(),
+          engineStats: () => this.engine.stats?.(),
           engineName: this.engine.name,
         })
       : null;
@@ -89,12 +95,6 @@ export class Hub implements ConnectionRegistry {
     const sweepBuckets = setInterval(() => access.sweep(), SWEEP_INTERVAL_MS);
     sweepBuckets.unref();
     this.#timers.push(sweepBuckets);
-    const engine = this.engine;
-    if (engine instanceof MemoryEngine) {
-      const sweep = setInterval(() => engine.sweep(), SWEEP_INTERVAL_MS);
-      sweep.unref();
-      this.#timers.push(sweep);
-    }
   }
 
   /**
@@ -165,7 +165,7 @@ export class Hub implements ConnectionRegistry {
       throw new LadderError("payload_too_large", `data is larger than ${this.options.maxMessageBytes} bytes`);
     }
     if (!this.engine.ready()) throw new LadderError("unavailable", `engine ${this.engine.name} is not ready`);
-    const message = await this.engine.publish(channel, data);
+    const message = await this.engine.publish(channel, data, size);
     this.metrics?.published();
     return message;
   }

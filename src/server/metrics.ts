@@ -5,6 +5,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import type { LadderError } from "../protocol/index.js";
+import type { EngineStats } from "../engines/engine.js";
 import type { TransportKind } from "./transports/transport.js";
 
 /** What the metrics read from the hub at scrape time. */
@@ -13,6 +14,8 @@ export interface MetricsSource {
   /** Live messages handed to subscribers on this node so far (one per subscriber per message). */
   liveDeliveries(): number;
   engineReady(): boolean;
+  /** The engine's retained bytes, channels and evictions, when its history lives in this process (memory). */
+  engineStats(): EngineStats | undefined;
   readonly engineName: string;
 }
 
@@ -68,6 +71,7 @@ export class HubMetrics {
         this.set(source.stats().draining ? 1 : 0);
       },
     });
+    if (source.engineStats()) this.#logMetrics(source, registers);
     this.#published = new Counter({ name: "ladder_messages_published_total", help: "Messages published through this node", registers });
     this.#refused = new Counter({
       name: "ladder_refusals_total",
@@ -80,6 +84,27 @@ export class HubMetrics {
       help: "TCP connections closed at once because their address held limits.socketsPerIp already",
       registers,
     });
+  }
+
+  /** The memory engine's budget: how full it is and what it evicted (docs/security.md, "Memory budget"). */
+  #logMetrics(source: MetricsSource, registers: Registry[]): void {
+    const read = <K extends keyof EngineStats>(key: K): EngineStats[K] | 0 => source.engineStats()?.[key] ?? 0;
+    const gauges: Array<[string, string, keyof EngineStats]> = [
+      ["ladder_log_retained_bytes", "Bytes of retained messages as the memory engine's budget counts them (data JSON + per-message overhead)", "retainedBytes"],
+      ["ladder_log_max_bytes", "The memory engine's budget of retained bytes (maxLogBytes)", "maxLogBytes"],
+      ["ladder_log_channels", "Channels the memory engine holds (retained messages or subscribers)", "channels"],
+      ["ladder_log_max_channels", "The memory engine's budget of channels (maxChannels)", "maxChannels"],
+    ];
+    for (const [name, help, key] of gauges) {
+      new Gauge({ name, help, registers, collect() { this.set(read(key)); } });
+    }
+    const counters: Array<[string, string, keyof EngineStats]> = [
+      ["ladder_log_evicted_messages_total", "Messages the memory engine evicted to stay within its budget (not count or age trims)", "evictedMessages"],
+      ["ladder_log_evicted_channels_total", "Channels without subscribers the memory engine evicted to stay within its budget", "evictedChannels"],
+    ];
+    for (const [name, help, key] of counters) {
+      new Counter({ name, help, registers, collect() { this.reset(); this.inc(read(key)); } });
+    }
   }
 
   published(): void {

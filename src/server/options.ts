@@ -2,6 +2,7 @@
 import type { Logger } from "pino";
 import { channelMatches } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
+import { DEFAULT_MAX_CHANNELS, DEFAULT_MAX_LOG_BYTES, MESSAGE_OVERHEAD_BYTES } from "../engines/memory.js";
 import type { AuthOptions, CorsOptions, LimitOptions } from "./auth/access.js";
 
 export type SlowConsumerPolicy = "disconnect" | "latest";
@@ -28,6 +29,13 @@ export interface HubOptions {
   /** History kept per channel: by count and by age (ms). Used by an engine the hub makes from a URL (or the default). */
   readonly historySize?: number;
   readonly historyMaxAgeMs?: number;
+  /**
+   * The memory engine's budget for the whole log (docs/security.md): retained bytes (each message's data
+   * JSON plus a fixed overhead) and channels held. At the budget the oldest messages of the least recently
+   * used channels are evicted, channels with subscribers last. Used by an engine the hub makes itself.
+   */
+  readonly maxLogBytes?: number;
+  readonly maxChannels?: number;
   /** Cap on a long-poll's `wait` parameter, in seconds. */
   readonly maxWaitSeconds?: number;
   /** Interval of SSE heartbeat comments and of WebSocket pings, in ms. */
@@ -81,6 +89,8 @@ export interface ResolvedOptions {
   readonly paths: HubPaths;
   readonly historySize: number;
   readonly historyMaxAgeMs: number;
+  readonly maxLogBytes: number;
+  readonly maxChannels: number;
   readonly maxWaitSeconds: number;
   readonly heartbeatMs: number;
   readonly wsTimeoutMs: number;
@@ -101,6 +111,8 @@ export const DEFAULTS: ResolvedOptions = {
   paths: { messages: "/api/messages", stream: "/api/stream", websocket: "/api/ws" },
   historySize: 1000,
   historyMaxAgeMs: 60 * 60 * 1000,
+  maxLogBytes: DEFAULT_MAX_LOG_BYTES,
+  maxChannels: DEFAULT_MAX_CHANNELS,
   maxWaitSeconds: 30,
   heartbeatMs: 15_000,
   wsTimeoutMs: 30_000,
@@ -147,6 +159,9 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
     return { match: rule.match, slowConsumer: policy(`channels[${i}].slowConsumer`, rule.slowConsumer, slowConsumer) };
   });
   const pollMaxLimit = positive("pollMaxLimit", options.pollMaxLimit, DEFAULTS.pollMaxLimit);
+  const maxMessageBytes = positive("maxMessageBytes", options.maxMessageBytes, DEFAULTS.maxMessageBytes, 16);
+  // The budget holds at least one message of the largest size, so a publish the size limit lets through never fails for it.
+  const maxLogBytes = positive("maxLogBytes", options.maxLogBytes, DEFAULTS.maxLogBytes, maxMessageBytes + MESSAGE_OVERHEAD_BYTES);
   return {
     paths: {
       messages: path("messages", options.paths?.messages, DEFAULTS.paths.messages),
@@ -155,11 +170,13 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
     },
     historySize: positive("historySize", options.historySize, DEFAULTS.historySize),
     historyMaxAgeMs: positive("historyMaxAgeMs", options.historyMaxAgeMs, DEFAULTS.historyMaxAgeMs),
+    maxLogBytes,
+    maxChannels: positive("maxChannels", options.maxChannels, DEFAULTS.maxChannels),
     maxWaitSeconds: positive("maxWaitSeconds", options.maxWaitSeconds, DEFAULTS.maxWaitSeconds, 0),
     heartbeatMs: positive("heartbeatMs", options.heartbeatMs, DEFAULTS.heartbeatMs, 10),
     wsTimeoutMs: positive("wsTimeoutMs", options.wsTimeoutMs, DEFAULTS.wsTimeoutMs, 10),
     sseRetryMs: positive("sseRetryMs", options.sseRetryMs, DEFAULTS.sseRetryMs, 0),
-    maxMessageBytes: positive("maxMessageBytes", options.maxMessageBytes, DEFAULTS.maxMessageBytes, 16),
+    maxMessageBytes,
     maxConnections: positive("maxConnections", options.maxConnections, DEFAULTS.maxConnections),
     maxChannelsPerConnection: positive("maxChannelsPerConnection", options.maxChannelsPerConnection, DEFAULTS.maxChannelsPerConnection),
     maxBufferedBytes: positive("maxBufferedBytes", options.maxBufferedBytes, DEFAULTS.maxBufferedBytes, 1024),
