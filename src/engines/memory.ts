@@ -22,9 +22,12 @@ const RECENT_SCAN = 16;
  * 150 bytes for a small object payload, rounded up).
  */
 export const MESSAGE_OVERHEAD_BYTES = 192;
-/** Default budget: 64 MiB of retained messages (by the count above) and 100,000 channels (see docs/security.md). */
+/**
+ * Default budget, for a small machine (docs/security.md): 64 MiB of retained messages by the count above,
+ * and 50,000 channels (each costs about 0.5 KB besides its messages). Together about 100 MiB of heap.
+ */
 export const DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_MAX_CHANNELS = 100_000;
+export const DEFAULT_MAX_CHANNELS = 50_000;
 /** How often age limits are applied to channels nobody reads or writes (they are applied on use too). */
 const SWEEP_INTERVAL_MS = 60_000;
 
@@ -131,14 +134,18 @@ export class MemoryEngine implements Engine {
   async publish(channel: string, data: unknown, encodedBytes?: number): Promise<Message> {
     const size = (encodedBytes ?? Buffer.byteLength(JSON.stringify(data) ?? "")) + MESSAGE_OVERHEAD_BYTES;
     if (size > this.#maxBytes) throw new LadderError("payload_too_large", `a message of ${size} bytes does not fit the log's budget of ${this.#maxBytes} bytes`);
-    let log = this.#find(channel);
-    if (log) this.#touch(log);
-    else log = this.#create(channel);
     const time = this.#now();
     const id = this.#nextId(time);
     const message: Message = { id, channel, data, time };
-    log.messages.push(message);
-    log.sizes.push(size);
+    let log = this.#find(channel);
+    if (log) {
+      this.#touch(log);
+      log.messages.push(message);
+      log.sizes.push(size);
+    } else {
+      // Arrays made with their first element are sized for it; a push into [] reserves room for 17.
+      log = this.#create(channel, [message], [size]);
+    }
     log.bytes += size;
     this.#bytes += size;
     log.lastId = id;
@@ -252,11 +259,11 @@ export class MemoryEngine implements Engine {
     return this.#channels.get(channel);
   }
 
-  #create(channel: string): ChannelLog {
+  #create(channel: string, messages: Message[] = [], sizes: number[] = []): ChannelLog {
     const log: ChannelLog = {
       name: channel,
-      messages: [],
-      sizes: [],
+      messages,
+      sizes,
       head: 0,
       bytes: 0,
       horizon: this.#horizon,
