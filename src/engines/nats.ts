@@ -26,11 +26,19 @@ import type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engin
 import { LiveFeeds } from "./live-feeds.js";
 
 export interface NatsEngineOptions extends HistoryLimits {
-  /** `nats://[user:pass@]host:port`. Query parameters: `stream` (default `LADDER`), `prefix` (subject prefix, default `ladder`), `replicas`. */
+  /**
+   * `nats://[user:pass@]host:port`. Query parameters: `stream` (default `LADDER`), `prefix` (subject prefix,
+   * default `ladder`), `replicas`, `max_bytes`.
+   */
   readonly url: string;
   readonly stream?: string;
   readonly prefix?: string;
   readonly replicas?: number;
+  /**
+   * The stream's `max_bytes`: past it JetStream discards the oldest messages of any channel (discard
+   * `old`), and a reader whose cursor they covered gets a `trimmed` gap. Default: no limit (-1).
+   */
+  readonly maxBytes?: number;
   /** A request that takes longer fails (and a publish answers 503). Default 2000 ms. */
   readonly requestTimeoutMs?: number;
   /**
@@ -81,10 +89,12 @@ export function subjectToken(channel: string): string {
   return channel.replace(/_/g, "__").replace(/\./g, "_d");
 }
 
-export function parseNatsUrl(url: string): { servers: string; user?: string; pass?: string; stream?: string; prefix?: string; replicas?: number } {
+type NatsUrl = { servers: string; user?: string; pass?: string; stream?: string; prefix?: string; replicas?: number; maxBytes?: number };
+
+export function parseNatsUrl(url: string): NatsUrl {
   const parsed = new URL(url);
   if (parsed.protocol !== "nats:") throw new TypeError(`not a nats URL: ${parsed.protocol}`);
-  const out: { servers: string; user?: string; pass?: string; stream?: string; prefix?: string; replicas?: number } = {
+  const out: NatsUrl = {
     servers: `${parsed.hostname}:${parsed.port || "4222"}`,
   };
   if (parsed.username) out.user = decodeURIComponent(parsed.username);
@@ -95,6 +105,11 @@ export function parseNatsUrl(url: string): { servers: string; user?: string; pas
   if (stream) out.stream = stream;
   if (prefix) out.prefix = prefix;
   if (replicas) out.replicas = Number(replicas);
+  const maxBytes = parsed.searchParams.get("max_bytes");
+  if (maxBytes) {
+    if (!/^[1-9]\d*$/.test(maxBytes)) throw new TypeError(`nats URL: max_bytes must be a whole number of bytes, got ${JSON.stringify(maxBytes)}`);
+    out.maxBytes = Number(maxBytes);
+  }
   return out;
 }
 
@@ -314,9 +329,10 @@ export class NatsEngine implements Engine {
       info = await this.#createStream(nats);
     }
     const state = this.#adopt(info);
-    if (info.config.max_msgs_per_subject !== this.#options.maxCount || info.config.max_age !== this.#options.maxAgeMs * NANOS_PER_MS) {
+    const limits = this.#limits();
+    if (info.config.max_msgs_per_subject !== limits.max_msgs_per_subject || info.config.max_age !== limits.max_age || info.config.max_bytes !== limits.max_bytes) {
       this.#logger.warn({ engine: "nats", stream: this.#stream }, "stream limits differ from this node's history settings; updating the stream");
-      await nats.jsm.streams.update(this.#stream, this.#limits());
+      await nats.jsm.streams.update(this.#stream, limits);
     }
     this.#streamOk = true;
     return state;
@@ -345,10 +361,11 @@ export class NatsEngine implements Engine {
     }
   }
 
-  #limits(): { max_msgs_per_subject: number; max_age: number; duplicate_window: number } {
+  #limits(): { max_msgs_per_subject: number; max_age: number; max_bytes: number; duplicate_window: number } {
     const maxAge = this.#options.maxAgeMs * NANOS_PER_MS;
+    const maxBytes = this.#options.maxBytes ?? this.#url.maxBytes ?? -1;
     // JetStream refuses a duplicate window longer than max_age.
-    return { max_msgs_per_subject: this.#options.maxCount, max_age: maxAge, duplicate_window: Math.min(maxAge, 120_000 * NANOS_PER_MS) };
+    return { max_msgs_per_subject: this.#options.maxCount, max_age: maxAge, max_bytes: maxBytes, duplicate_window: Math.min(maxAge, 120_000 * NANOS_PER_MS) };
   }
 
   /** Reads the epoch from the stream's subject; a new epoch means the stream was recreated. */

@@ -5,6 +5,13 @@
  *
  * The gap rule reads the stream's `max-deleted-entry-id`: the newest id the channel no longer holds.
  * Redis 7.0 updates it on XDEL but not on XTRIM, so {@link trim} records it itself with XSETID.
+ *
+ * A key can vanish before its TTL: evicted under `maxmemory` (any policy but `noeviction`), deleted, or
+ * flushed. Its messages are gone with it, so a cursor into them must get a gap, while a cursor handed out
+ * for a channel without a key (nothing published in the TTL window) must not. Those positions therefore
+ * carry the sequence {@link POSITION_SEQ}, which no stream entry reaches, and a new key records its birth
+ * as `max-deleted-entry-id` `<ms-1>-POSITION_SEQ`: a message id before it (from a vanished key) gets a
+ * `trimmed` gap; a position before it does not (docs/scale-out.md, "Memory").
  */
 import { createHash } from "node:crypto";
 
@@ -17,7 +24,11 @@ function script(source: string): RedisScript {
   return { source, sha: createHash("sha1").update(source).digest("hex") };
 }
 
+/** The sequence of a position handed out for a channel without a key (Number.MAX_SAFE_INTEGER: exact in Lua's doubles). */
+export const POSITION_SEQ = "9007199254740991";
+
 const HELPERS = String.raw`
+local POSITION_SEQ = ${POSITION_SEQ}
 local function fmt(n) return string.format('%.0f', n) end
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -35,6 +46,10 @@ local function clock(arg)
   if arg ~= '' then return tonumber(arg) end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function isPosition(id)
+  local _, seq = parse(id)
+  return seq == POSITION_SEQ
 end
 local function lastEntry(key)
   local e = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
@@ -91,10 +106,9 @@ if existed then
   if lastMs > ms then ms = lastMs end
 end
 local id = redis.call('XADD', key, fmt(ms) .. '-*', 'd', ARGV[6], 't', fmt(now))
-if not existed then
-  -- A new key: whatever an expired one held is below this horizon (see the read script).
-  local horizon = now - ttl + 1
-  if horizon > 0 then redis.call('XSETID', key, id, 'MAXDELETEDID', fmt(horizon) .. '-0') end
+if not existed and now > 0 then
+  -- A new key records its birth: a message id before it was in a key that expired or vanished (the read script).
+  redis.call('XSETID', key, id, 'MAXDELETEDID', fmt(now - 1) .. '-' .. fmt(POSITION_SEQ))
 end
 trim(key, maxCount, now - maxAge)
 redis.call('PEXPIRE', key, ttl)
@@ -113,13 +127,15 @@ local since, limit = ARGV[1], tonumber(ARGV[2])
 local maxCount, maxAge, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = clock(ARGV[6])
 if redis.call('EXISTS', key) == 0 then
-  -- The key expires ttl after its last publish, so every id it held is below horizon and every id a
-  -- publish will make is above position.
-  local position = fmt(math.max(now - 1, 0)) .. '-0'
+  -- The key expires ttl after its last publish, so every id an expired key held is below horizon and
+  -- every id a publish will make is above position.
+  local position = fmt(math.max(now - 1, 0)) .. '-' .. fmt(POSITION_SEQ)
   local horizon = fmt(math.max(now - ttl + 1, 0)) .. '-0'
   if since == '' or since == '0' then return {'', '', position} end
   if cmp(since, position) > 0 then return {'unknown', position, position} end
   if cmp(since, horizon) < 0 then return {'trimmed', horizon, position} end
+  -- A message id inside the TTL window: its key was evicted or deleted, with whatever followed it.
+  if not isPosition(since) then return {'trimmed', position, position} end
   return {'', '', position}
 end
 trim(key, maxCount, now - maxAge)
@@ -129,7 +145,9 @@ local out = {'', '', ''}
 local from = '-'
 if since ~= '0' then
   from = since
-  if cmp(since, deleted) < 0 then
+  if cmp(since, deleted) < 0 and not (isPosition(since) and isPosition(deleted) and cmp(since, fmt(math.max(parse(deleted) + 1 - ttl, 0)) .. '-0') >= 0) then
+    -- (The exception: a position handed out while the channel had no key, in the TTL window before this
+    -- key's birth and nothing trimmed since. No key of the channel can have expired in between.)
     out[1], out[2], from = 'trimmed', deleted, deleted
   elseif cmp(since, last) > 0 then
     out[1], out[2], from = 'unknown', last, last
