@@ -96,14 +96,29 @@ export class HubMetrics {
       ["ladder_log_max_channels", "The memory engine's budget of channels (maxChannels)", "maxChannels"],
     ];
     for (const [name, help, key] of gauges) {
-      new Gauge({ name, help, registers, collect() { this.set(read(key)); } });
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read(key));
+        },
+      });
     }
     const counters: Array<[string, string, keyof EngineStats]> = [
       ["ladder_log_evicted_messages_total", "Messages the memory engine evicted to stay within its budget (not count or age trims)", "evictedMessages"],
       ["ladder_log_evicted_channels_total", "Channels without subscribers the memory engine evicted to stay within its budget", "evictedChannels"],
     ];
     for (const [name, help, key] of counters) {
-      new Counter({ name, help, registers, collect() { this.reset(); this.inc(read(key)); } });
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(read(key));
+        },
+      });
     }
   }
 
