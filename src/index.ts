@@ -3,8 +3,8 @@ export { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS, serve, type Run
 export type { HubRequest, HubResponse } from "./server/edge/http.js";
 export type { TlsCredentials, TlsInfo } from "./server/edge/tls.js";
 export { DEFAULTS, type ChannelPolicy, type HubOptions, type SlowConsumerPolicy } from "./server/options.js";
-export type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engines/engine.js";
-export { MemoryEngine, type MemoryEngineOptions } from "./engines/memory.js";
+export type { Engine, EngineStats, HistoryLimits, MessageListener, ReadResult } from "./engines/engine.js";
+export { DEFAULT_MAX_CHANNELS, DEFAULT_MAX_LOG_BYTES, MemoryEngine, MESSAGE_OVERHEAD_BYTES, type MemoryBudget, type MemoryEngineOptions } from "./engines/memory.js";
 export { RedisEngine, type RedisEngineOptions } from "./engines/redis.js";
 export { NatsEngine, type NatsEngineOptions } from "./engines/nats.js";
 export { createEngine, type EngineContext } from "./engines/create.js";
