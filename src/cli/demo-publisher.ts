@@ -14,7 +14,8 @@
  * serve` mounts {@link demoRoutes} in front of the static files when the demo is on.
  */
 import { LadderError } from "../protocol/index.js";
-import { closeAfterResponse, readJsonBody, sendError, sendJson, type HubRequest, type HubResponse } from "../server/edge/http.js";
+import { closeAfterResponse, readJsonBody, sendJson, type HubRequest, type HubResponse } from "../server/edge/http.js";
+import { sendError } from "../server/edge/refusal.js";
 
 export const DEMO_CHANNELS = { prices: "demo.prices", feed: "demo.feed", chat: "demo.chat" } as const;
 export const DEMO_PUBLISHER_PATH = "/demo/publisher";

@@ -37,12 +37,15 @@ export interface ErrorBody {
 export class LadderError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
+  /** Seconds to wait before trying again, when the refusal knows (a rate limit); HTTP sends it as Retry-After. */
+  readonly retryAfter?: number;
 
-  constructor(code: ErrorCode, message: string) {
+  constructor(code: ErrorCode, message: string, retryAfter?: number) {
     super(message);
     this.name = "LadderError";
     this.code = code;
     this.status = ERROR_STATUS[code];
+    if (retryAfter !== undefined) this.retryAfter = retryAfter;
   }
 
   toJSON(): ErrorBody {

@@ -10,12 +10,13 @@ import { WebSocketServer } from "ws";
 import { DEFAULT_CHANNEL, isValidChannel, LadderError, type Message } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
 import { createEngine } from "../engines/create.js";
-import { Access, applyCors, NO_SLOT, RateLimitedError, upgradeOriginRefusal } from "./auth/access.js";
+import { Access, applyCors, NO_SLOT, upgradeOriginRefusal } from "./auth/access.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
 import type { Principal } from "./auth/rules.js";
 import { Fanout } from "./core/fanout.js";
 import { HubMetrics } from "./metrics.js";
-import { closeAfterResponse, readJsonBody, endWithError, sendError, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
+import { closeAfterResponse, readJsonBody, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
+import { asLadderError, endWithError, sendError, type Headers } from "./edge/refusal.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
 import type { StreamContext } from "./core/stream-connection.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
@@ -118,7 +119,7 @@ export class Hub implements ConnectionRegistry {
     const ip = this.clientIp(req);
     const release = this.#access.acquireConnection(ip);
     if (!release) {
-      this.#refuseUpgrade(socket, perIpRefusal(), { "retry-after": "1" });
+      this.#refuseUpgrade(socket, perIpRefusal());
       return true;
     }
     // ws may refuse the handshake itself (a bad key) without calling back: the socket's end frees the slot then.
@@ -140,7 +141,7 @@ export class Hub implements ConnectionRegistry {
       },
       (error: unknown) => {
         release();
-        this.#refuseUpgrade(socket, error instanceof LadderError ? error : new LadderError("internal", "internal error"), { "www-authenticate": "Bearer" });
+        this.#refuseUpgrade(socket, this.#asRefusal(error));
       },
     );
     return true;
@@ -317,7 +318,7 @@ export class Hub implements ConnectionRegistry {
   async #publishRequest(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     if (this.#draining) {
       closeAfterResponse(req, res);
-      this.#refuse(res, new LadderError("draining", "server is shutting down"), { "retry-after": "1" });
+      this.#refuse(res, new LadderError("draining", "server is shutting down"));
       return;
     }
     let body: unknown;
@@ -373,26 +374,25 @@ export class Hub implements ConnectionRegistry {
   }
 
   #fail(res: HubResponse, error: unknown): void {
-    if (error instanceof LadderError) {
-      const wait = error instanceof RateLimitedError ? error.retryAfterSeconds : 1;
-      const headers: Record<string, string> = error.status === 429 || error.status === 503 ? { "retry-after": String(wait) } : {};
-      // RFC 6750 §3: a 401 names the scheme that would be accepted.
-      if (error.status === 401) headers["www-authenticate"] = "Bearer";
-      this.#refuse(res, error, headers);
-      return;
-    }
-    this.logger.error({ err: error }, "request failed");
-    this.#refuse(res, new LadderError("internal", "internal error"));
+    this.#refuse(res, this.#asRefusal(error));
   }
 
-  #refuse(res: HubResponse, error: LadderError, headers: Record<string, string> = {}): void {
-    this.metrics?.refused(error);
-    sendError(res, error, headers);
+  /** What a thrown value answers with; anything not a {@link LadderError} is logged, as it is a bug. */
+  #asRefusal(error: unknown): LadderError {
+    if (!(error instanceof LadderError)) this.logger.error({ err: error }, "request failed");
+    return asLadderError(error);
   }
 
-  #refuseUpgrade(socket: Duplex, error: LadderError, headers: Record<string, string> = {}): void {
+  /** Every refusal of a request is counted here; the headers (Retry-After, WWW-Authenticate) follow from the error. */
+  #refuse(res: HubResponse, error: LadderError, extra?: Headers): void {
     this.metrics?.refused(error);
-    endWithError(socket, error, headers);
+    sendError(res, error, extra);
+  }
+
+  /** The same for an upgrade, written on the raw socket. */
+  #refuseUpgrade(socket: Duplex, error: LadderError): void {
+    this.metrics?.refused(error);
+    endWithError(socket, error);
   }
 }
 

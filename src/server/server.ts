@@ -4,7 +4,8 @@
  */
 import type { Server as NetServer } from "node:net";
 import { LadderError } from "../protocol/index.js";
-import { endWithError, type HubRequest, type HubResponse } from "./edge/http.js";
+import type { HubRequest, HubResponse } from "./edge/http.js";
+import { endWithError } from "./edge/refusal.js";
 import { Hub } from "./hub.js";
 import { listen, type Listener, type RequestLimits } from "./edge/listen.js";
 import type { HubOptions } from "./options.js";

@@ -40,16 +40,6 @@ export interface LimitOptions {
 
 export const DEFAULT_LIMITS: Required<LimitOptions> = { connectionsPerIp: 256, publishPerSecond: 50, publishBurst: 100, firstFrameTimeoutMs: 30_000, socketsPerIp: 512 };
 
-/** A 429 that knows how long to wait, for Retry-After. */
-export class RateLimitedError extends LadderError {
-  readonly retryAfterSeconds: number;
-
-  constructor(message: string, retryAfterSeconds: number) {
-    super("rate_limited", message);
-    this.retryAfterSeconds = retryAfterSeconds;
-  }
-}
-
 export const DEFAULT_ACCESS: Readonly<Record<Action, Who>> = { subscribe: "token", publish: "token" };
 
 /** Cookie a browser app can set so EventSource and WebSocket (which cannot send headers) carry the token. */
@@ -182,7 +172,7 @@ export class Access {
     if (!this.#publishes || principal.kind === "api-key") return;
     const key = principal.sub !== null ? `sub:${principal.sub}` : `ip:${ip}`;
     const wait = this.#publishes.take(key);
-    if (wait > 0) throw new RateLimitedError(`publishing too fast; retry in ${wait} s`, wait);
+    if (wait > 0) throw new LadderError("rate_limited", `publishing too fast; retry in ${wait} s`, wait);
   }
 
   /** A connection slot for this IP: the release function, or null when the IP is at its limit. */
@@ -279,7 +269,8 @@ const CORS_EXPOSE = `${CURSOR_HEADER}, ${GAP_HEADER}, retry-after`;
 
 /**
  * Adds CORS headers for an allowed Origin (echoed, never `*`, so credentials can work) and answers a
- * preflight. Returns true when the request was a preflight and has been answered.
+ * preflight. Returns true when the request was a preflight and has been answered; throws the 403 for a
+ * preflight from an origin not allowed, so it is answered and counted like every other refusal.
  */
 export function applyCors(req: HubRequest, res: HubResponse, cors: CorsOptions): boolean {
   res.setHeader("vary", "Origin");
@@ -293,10 +284,7 @@ export function applyCors(req: HubRequest, res: HubResponse, cors: CorsOptions):
   if (req.method !== "OPTIONS") return false;
   if (!allowed) {
     // No allow headers: the browser refuses the real request; the body says why for whoever debugs it.
-    const body = JSON.stringify(new LadderError("origin_not_allowed", `origin ${String(origin)} is not allowed`).toJSON());
-    res.writeHead(403, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body) });
-    res.end(body);
-    return true;
+    throw new LadderError("origin_not_allowed", `origin ${String(origin)} is not allowed`);
   }
   res.writeHead(204, {
     "access-control-allow-methods": CORS_METHODS,

@@ -66,53 +66,6 @@ export function sendJsonText(res: HubResponse, status: number, text: string, hea
   res.end(text);
 }
 
-export function sendError(res: HubResponse, error: LadderError, headers: Record<string, string> = {}): void {
-  if (res.headersSent) {
-    abortResponse(res);
-    return;
-  }
-  sendJson(res, error.status, error.toJSON(), headers);
-}
-
-/** Writes a plain HTTP error on a raw socket that was never upgraded, then closes it. */
-/** A whole HTTP/1.1 error response that closes the connection, for a socket no node:http response owns. */
-function rawErrorResponse(error: LadderError, headers: Record<string, string> = {}): string {
-  const body = JSON.stringify(error.toJSON());
-  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-  return (
-    `HTTP/1.1 ${error.status} ${STATUS_TEXT[error.status] ?? "Error"}\r\n` +
-    `connection: close\r\ncontent-type: application/json; charset=utf-8\r\n` +
-    `content-length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`
-  );
-}
-
-/**
- * Answers on a raw socket (a refused upgrade, a request node:http could not parse) and closes it once
- * the answer is flushed: end(), not write() then destroy(), which can drop the bytes on a TLS socket.
- */
-export function endWithError(socket: import("node:stream").Duplex, error: LadderError, headers: Record<string, string> = {}): void {
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  socket.end(rawErrorResponse(error, headers));
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  400: "Bad Request",
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "Not Found",
-  405: "Method Not Allowed",
-  408: "Request Timeout",
-  413: "Payload Too Large",
-  415: "Unsupported Media Type",
-  429: "Too Many Requests",
-  431: "Request Header Fields Too Large",
-  500: "Internal Server Error",
-  503: "Service Unavailable",
-};
-
 function isJsonContentType(value: string | undefined): boolean {
   if (!value) return false;
   const type = value.split(";")[0]!.trim().toLowerCase();

@@ -26,7 +26,8 @@ import { createServer as createNetServer, type AddressInfo, type Server as NetSe
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { LadderError } from "../../protocol/index.js";
-import { endWithError, type HubRequest, type HubResponse } from "./http.js";
+import type { HubRequest, HubResponse } from "./http.js";
+import { endWithError } from "./refusal.js";
 import type { ResolvedTls } from "./tls.js";
 
 export interface ListenOptions {

@@ -7,7 +7,8 @@ import { readFileSync } from "node:fs";
 import { extname, join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LadderError } from "../../protocol/index.js";
-import { sendError, type HubRequest, type HubResponse } from "./http.js";
+import type { HubRequest, HubResponse } from "./http.js";
+import { sendError } from "./refusal.js";
 
 const TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
