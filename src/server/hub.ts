@@ -21,7 +21,7 @@ import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options
 import type { StreamContext } from "./core/stream-connection.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
 import { parseSseRequest, SseConnection } from "./transports/sse.js";
-import type { Connection, ConnectionRegistry, TransportKind } from "./transports/transport.js";
+import type { Connection, TransportKind } from "./transports/transport.js";
 import { WebSocketConnection } from "./transports/websocket.js";
 
 export type NextFunction = (error?: unknown) => void;
@@ -38,7 +38,7 @@ const SWEEP_INTERVAL_MS = 60_000;
 const METRICS_PATH = "/metrics";
 const FRAME_OVERHEAD_BYTES = 1024;
 
-export class Hub implements ConnectionRegistry {
+export class Hub {
   readonly options: ResolvedOptions;
   readonly engine: Engine;
   readonly logger: Logger;
@@ -51,8 +51,6 @@ export class Hub implements ConnectionRegistry {
   readonly #wss: WebSocketServer;
   readonly #access: Access;
   readonly #proxies: TrustedProxies;
-  /** Per-IP connection slots, released when the connection leaves the registry. */
-  readonly #ipSlots = new Map<Connection, () => void>();
   readonly #timers: NodeJS.Timeout[] = [];
   #draining = false;
   #closed = false;
@@ -135,8 +133,9 @@ export class Hub implements ConnectionRegistry {
             ws.terminate();
             return;
           }
-          const connection = new WebSocketConnection(this.#context, ws, socket, this, (channel, data) => this.publish(channel, data), this.#access, principal, ip);
-          this.#own(connection, release);
+          const connection = new WebSocketConnection(this.#context, ws, socket, (channel, data) => this.publish(channel, data), this.#access, principal, ip);
+          this.#register(connection, release);
+          connection.start();
         });
       },
       (error: unknown) => {
@@ -175,19 +174,6 @@ export class Hub implements ConnectionRegistry {
     const byKind: Record<TransportKind, number> = { poll: 0, "long-poll": 0, sse: 0, websocket: 0 };
     for (const connection of this.#connections) byKind[connection.kind]++;
     return { connections: this.#connections.size, byKind, channels: this.#fanout.channelCount, draining: this.#draining };
-  }
-
-  add(connection: Connection): void {
-    this.#connections.add(connection);
-  }
-
-  remove(connection: Connection): void {
-    this.#connections.delete(connection);
-    this.#ipSlots.get(connection)?.();
-    this.#ipSlots.delete(connection);
-    if (this.#connections.size === 0 && this.#drainWaiters.length > 0) {
-      for (const resolve of this.#drainWaiters.splice(0)) resolve();
-    }
   }
 
   /**
@@ -238,11 +224,19 @@ export class Hub implements ConnectionRegistry {
     return release;
   }
 
-  /** Ties an IP slot to a connection; a connection already gone (closed while starting) frees it at once. */
-  #own(connection: Connection, release: () => void): void {
-    if (release === NO_SLOT) return;
-    if (this.#connections.has(connection)) this.#ipSlots.set(connection, release);
-    else release();
+  /**
+   * Adds a connection, constructed but not yet started, to the registry; its one close callback takes it
+   * out and frees its IP slot.
+   */
+  #register(connection: Connection, release: () => void): void {
+    this.#connections.add(connection);
+    connection.onClose(() => {
+      this.#connections.delete(connection);
+      release();
+      if (this.#connections.size === 0 && this.#drainWaiters.length > 0) {
+        for (const resolve of this.#drainWaiters.splice(0)) resolve();
+      }
+    });
   }
 
   #slot(req: HubRequest): () => void {
@@ -355,8 +349,8 @@ export class Hub implements ConnectionRegistry {
     const refusal = this.#admit();
     if (refusal) throw refusal;
     const release = this.#slot(req);
-    const held = new LongPoll(this.#context, request, req, res, this);
-    this.#own(held, release);
+    const held = new LongPoll(this.#context, request, req, res);
+    this.#register(held, release);
     const starting = held.start();
     if (starting) await starting;
   }
@@ -368,9 +362,9 @@ export class Hub implements ConnectionRegistry {
     const refusal = this.#admit();
     if (refusal) throw refusal;
     const release = this.#slot(req);
-    const stream = new SseConnection(this.#context, request, req, res, this, principal);
-    this.#own(stream, release);
-    await stream.start(request);
+    const stream = new SseConnection(this.#context, request, req, res, principal);
+    this.#register(stream, release);
+    await stream.start();
   }
 
   #fail(res: HubResponse, error: unknown): void {

@@ -50,6 +50,9 @@ export const TOKEN_QUERY = "access_token";
 /** The release of a slot that was never counted: one shared function, as every request without limits gets it. */
 export const NO_SLOT = (): void => undefined;
 
+/** What {@link watchExpiry} returns for a principal whose token never expires: nothing to cancel. */
+export const NO_EXPIRY = (): void => undefined;
+
 /** Longest delay setTimeout honours; a later expiry is re-armed when this one fires. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -196,7 +199,7 @@ export class Access {
  * connection: a transport calls this again on refresh (after cancelling) and cancels it when it closes.
  */
 export function watchExpiry(principal: Principal, onExpire: () => void): () => void {
-  if (principal.expiresAt === null) return NO_SLOT;
+  if (principal.expiresAt === null) return NO_EXPIRY;
   const expiresAt = principal.expiresAt;
   let timer: NodeJS.Timeout | null = null;
   // Always through a timer, never synchronously: the caller is usually still in its constructor.

@@ -10,6 +10,7 @@ import { corkForTurn, type Corkable } from "./cork.js";
 import type { Delivery } from "./delivery.js";
 import type { Fanout } from "./fanout.js";
 import { slowConsumerFor, type ResolvedOptions } from "../options.js";
+import { Lifecycle } from "./lifecycle.js";
 import { Subscription, type SubscriptionSink } from "./subscription.js";
 
 interface Conflated {
@@ -37,7 +38,7 @@ export interface StreamContext {
   readonly options: ResolvedOptions;
 }
 
-export abstract class StreamConnection implements SubscriptionSink {
+export abstract class StreamConnection extends Lifecycle implements SubscriptionSink {
   protected readonly context: StreamContext;
   protected readonly subscriptions = new Map<string, Subscription>();
   /** Last id written to the client per channel. */
@@ -47,6 +48,7 @@ export abstract class StreamConnection implements SubscriptionSink {
   #ended = false;
 
   constructor(context: StreamContext) {
+    super();
     this.context = context;
   }
 

@@ -10,7 +10,8 @@ import { sendJsonText, type HubRequest, type HubResponse } from "../edge/http.js
 import { parseChannel, parseLimit, parseSince, parseWait } from "../edge/params.js";
 import type { StreamContext } from "../core/stream-connection.js";
 import { Subscription, type SubscriptionSink } from "../core/subscription.js";
-import type { Connection, ConnectionRegistry } from "./transport.js";
+import { Lifecycle } from "../core/lifecycle.js";
+import type { Connection } from "./transport.js";
 
 export interface PollRequest {
   readonly channel: string;
@@ -63,11 +64,11 @@ export async function poll(context: StreamContext, request: PollRequest, res: Hu
 }
 
 /** A held long-poll: a subscription whose first delivery (or a gap, or the timeout) answers the request. */
-export class LongPoll implements Connection, SubscriptionSink {
+export class LongPoll extends Lifecycle implements Connection, SubscriptionSink {
   readonly kind = "long-poll";
+  readonly #req: HubRequest;
   readonly #res: HubResponse;
   readonly #request: PollRequest;
-  readonly #registry: ConnectionRegistry;
   readonly #subscription: Subscription;
   /** Most answers carry one message: it waits here, and an array is made only for a second. */
   #first: Delivery | null = null;
@@ -77,21 +78,22 @@ export class LongPoll implements Connection, SubscriptionSink {
   #flushScheduled = false;
   #done = false;
 
-  constructor(context: StreamContext, request: PollRequest, req: HubRequest, res: HubResponse, registry: ConnectionRegistry) {
+  constructor(context: StreamContext, request: PollRequest, req: HubRequest, res: HubResponse) {
+    super();
+    this.#req = req;
     this.#res = res;
     this.#request = request;
-    this.#registry = registry;
     this.#subscription = new Subscription(context.engine, context.fanout, request.channel, request.since, this);
-    registry.add(this);
-    // `on`, not `once`: each emitter closes once, and once() would wrap every listener per request.
-    res.on("close", () => this.destroy());
-    req.on("close", () => {
-      if (!res.writableEnded) this.destroy();
-    });
   }
 
   /** Returns a promise only when catching up had to wait (a broker engine, a feed not yet flowing). */
   start(): Promise<void> | undefined {
+    const res = this.#res;
+    // `on`, not `once`: each emitter closes once, and once() would wrap every listener per request.
+    res.on("close", () => this.destroy());
+    this.#req.on("close", () => {
+      if (!res.writableEnded) this.destroy();
+    });
     const starting = this.#subscription.start();
     if (this.#subscription.settled) {
       this.#started();
@@ -167,6 +169,6 @@ export class LongPoll implements Connection, SubscriptionSink {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     this.#subscription.close(answered);
-    this.#registry.remove(this);
+    this.told();
   }
 }

@@ -17,12 +17,12 @@ import {
 } from "../../protocol/index.js";
 import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
-import { watchExpiry } from "../auth/access.js";
-import { ANONYMOUS, type Principal } from "../auth/rules.js";
+import { NO_EXPIRY, watchExpiry } from "../auth/access.js";
+import type { Principal } from "../auth/rules.js";
 import { abortResponse, isHttp2, outboundBytes, writeChunk, type HubRequest, type HubResponse } from "../edge/http.js";
 import { parseChannels } from "../edge/params.js";
 import { onceEither, StreamConnection, type StreamContext } from "../core/stream-connection.js";
-import type { Connection, ConnectionRegistry } from "./transport.js";
+import type { Connection } from "./transport.js";
 
 const HEARTBEAT = Buffer.from(encodeComment());
 /** Sent when the stream's token expires, just before the stream ends; EventSource reconnects, so the app should refresh the token first. */
@@ -50,19 +50,29 @@ export function parseSseRequest(req: HubRequest, url: URL, context: StreamContex
 
 export class SseConnection extends StreamConnection implements Connection {
   readonly kind = "sse";
+  readonly #request: SseRequest;
+  readonly #req: HubRequest;
   readonly #res: HubResponse;
-  readonly #registry: ConnectionRegistry;
+  readonly #principal: Principal;
   readonly #multi: boolean;
-  readonly #stopExpiry: () => void;
+  #stopExpiry: () => void = NO_EXPIRY;
   #closed = false;
 
-  constructor(context: StreamContext, request: SseRequest, req: HubRequest, res: HubResponse, registry: ConnectionRegistry, principal: Principal = ANONYMOUS) {
+  constructor(context: StreamContext, request: SseRequest, req: HubRequest, res: HubResponse, principal: Principal) {
     super(context);
+    this.#request = request;
+    this.#req = req;
     this.#res = res;
-    this.#registry = registry;
+    this.#principal = principal;
     this.#multi = request.channels.length > 1 || request.envelope;
     for (const [channel, id] of request.since) this.sent.set(channel, id);
-    registry.add(this);
+  }
+
+  /** Opens the stream and subscribes every channel, then tells the browser the cursor so a reconnect resumes from here. */
+  async start(): Promise<void> {
+    const req = this.#req;
+    const res = this.#res;
+    const request = this.#request;
     res.once("close", () => this.destroy());
     req.socket.setNoDelay(true);
     const headers: Record<string, string> = {
@@ -73,16 +83,12 @@ export class SseConnection extends StreamConnection implements Connection {
     };
     if (req.httpVersionMajor === 1) headers.connection = "keep-alive";
     res.writeHead(200, headers);
-    writeChunk(res, encodeEvent({ retry: context.options.sseRetryMs }));
+    writeChunk(res, encodeEvent({ retry: this.context.options.sseRetryMs }));
     // An SSE stream cannot be re-authenticated in place: when its token expires it says why and ends.
-    this.#stopExpiry = watchExpiry(principal, () => {
+    this.#stopExpiry = watchExpiry(this.#principal, () => {
       this.#write(TOKEN_EXPIRED);
       this.destroy();
     });
-  }
-
-  /** Subscribes every channel, then tells the browser the cursor so a reconnect resumes from here. */
-  async start(request: SseRequest): Promise<void> {
     await Promise.all(request.channels.map((channel) => this.subscribe(channel, request.since.get(channel) ?? null)));
     if (this.#closed) return;
     // A named event: EventSource's onmessage ignores it, but it sets lastEventId, so a reconnect before the
@@ -138,7 +144,7 @@ export class SseConnection extends StreamConnection implements Connection {
     this.#closed = true;
     this.#stopExpiry();
     this.releaseSubscriptions();
-    this.#registry.remove(this);
+    this.told();
     if (!this.#res.writableEnded) this.#res.end();
   }
 

@@ -1,6 +1,7 @@
 /**
  * What the hub core knows of a connection, whichever pattern it speaks. Transports (poll, SSE, WebSocket)
- * each implement it in one file; the hub counts, drains and closes them through this interface alone.
+ * each implement it in one file; the hub counts, drains and closes them through this interface alone. A
+ * transport is constructed without side effects; the hub registers it, then starts it.
  */
 export type TransportKind = "poll" | "long-poll" | "sse" | "websocket";
 
@@ -12,10 +13,6 @@ export interface Connection {
   drain(): void;
   /** Immediate release of everything the connection holds. */
   destroy(): void;
-}
-
-/** The hub's side of a connection: how it registers itself and leaves. */
-export interface ConnectionRegistry {
-  add(connection: Connection): void;
-  remove(connection: Connection): void;
+  /** The hub's one callback for the connection's end, where it leaves the registry (and frees its slot). */
+  onClose(callback: () => void): void;
 }

@@ -16,12 +16,12 @@ import {
   type MessageId,
   type ServerFrame,
 } from "../../protocol/index.js";
-import { Access, watchExpiry } from "../auth/access.js";
-import { ANONYMOUS, type Principal } from "../auth/rules.js";
+import { NO_EXPIRY, watchExpiry, type Access } from "../auth/access.js";
+import type { Principal } from "../auth/rules.js";
 import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
 import { onceEither, StreamConnection, type StreamContext } from "../core/stream-connection.js";
-import type { Connection, ConnectionRegistry } from "./transport.js";
+import type { Connection } from "./transport.js";
 
 /** Bad frames a peer may send before it is taken for abusive and closed with 1008. */
 const MAX_BAD_FRAMES = 20;
@@ -51,43 +51,37 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   readonly kind = "websocket";
   readonly #ws: WebSocket;
   readonly #socket: Duplex;
-  readonly #registry: ConnectionRegistry;
   readonly #publish: Publisher;
   readonly #access: Access;
   #principal: Principal;
   readonly #ip: string;
   #firstFrame: NodeJS.Timeout | null = null;
-  #stopExpiry: () => void = () => undefined;
+  #stopExpiry: () => void = NO_EXPIRY;
   #lastSeen = Date.now();
   #badFrames = 0;
   #closed = false;
 
-  constructor(
-    context: StreamContext,
-    ws: WebSocket,
-    socket: Duplex,
-    registry: ConnectionRegistry,
-    publish: Publisher,
-    access: Access = new Access(undefined),
-    principal: Principal = ANONYMOUS,
-    ip = "unknown",
-  ) {
+  constructor(context: StreamContext, ws: WebSocket, socket: Duplex, publish: Publisher, access: Access, principal: Principal, ip: string) {
     super(context);
     this.#access = access;
     this.#principal = principal;
     this.#ip = ip;
+    this.#ws = ws;
+    this.#socket = socket;
+    this.#publish = publish;
+  }
+
+  /** Listens to the socket and starts the first-frame and expiry timers. */
+  start(): void {
+    const ws = this.#ws;
     this.#watchExpiry();
     // A socket that never speaks only holds a slot (and, unauthenticated, probes the limits): give it a deadline.
-    if (access.firstFrameTimeoutMs !== null) {
-      const idle = setTimeout(() => this.#close(1008, "no frame received"), access.firstFrameTimeoutMs);
+    const firstFrameTimeoutMs = this.#access.firstFrameTimeoutMs;
+    if (firstFrameTimeoutMs !== null) {
+      const idle = setTimeout(() => this.#close(1008, "no frame received"), firstFrameTimeoutMs);
       idle.unref();
       this.#firstFrame = idle;
     }
-    this.#ws = ws;
-    this.#socket = socket;
-    this.#registry = registry;
-    this.#publish = publish;
-    registry.add(this);
     ws.on("message", (data, isBinary) => this.#onFrame(data as Buffer, isBinary));
     ws.on("pong", () => (this.#lastSeen = Date.now()));
     ws.on("close", () => this.destroy());
@@ -138,7 +132,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     this.#stopExpiry();
     this.#clearFirstFrame();
     this.releaseSubscriptions();
-    this.#registry.remove(this);
+    this.told();
     if (this.#ws.readyState === this.#ws.OPEN || this.#ws.readyState === this.#ws.CONNECTING) this.#ws.terminate();
   }
 
