@@ -1,23 +1,38 @@
 /**
- * The end of a connection, told once to whoever keeps it: the hub adds a connection after constructing
- * it and removes it on this one callback (engine.io's transport "close"), so no transport needs to know
- * the registry.
+ * One lifecycle per connection, as engine.io's Transport has: `open`, then `closing` while a graceful end
+ * is under way (a WebSocket close handshake), then `closed` once everything is released. The end is told
+ * once to whoever keeps the connection: the hub adds a connection after constructing it and removes it on
+ * this one callback, so no transport needs to know the registry.
  */
+export type ConnectionState = "open" | "closing" | "closed";
+
 export abstract class Lifecycle {
+  #state: ConnectionState = "open";
   #onClose: (() => void) | null = null;
-  #told = false;
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
 
   /** The registry's callback, called once when the connection has closed. */
   onClose(callback: () => void): void {
     this.#onClose = callback;
   }
 
-  /** Tells the registry the connection is gone; later calls do nothing. */
-  protected told(): void {
-    if (this.#told) return;
-    this.#told = true;
+  /** open → closing. False when the connection is not open (a graceful end already began, or it is closed). */
+  protected beginClose(): boolean {
+    if (this.#state !== "open") return false;
+    this.#state = "closing";
+    return true;
+  }
+
+  /** → closed, and tells the registry. False when it was closed already: the caller has nothing left to do. */
+  protected finishClose(): boolean {
+    if (this.#state === "closed") return false;
+    this.#state = "closed";
     const callback = this.#onClose;
     this.#onClose = null;
     callback?.();
+    return true;
   }
 }

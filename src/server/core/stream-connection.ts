@@ -45,15 +45,10 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   protected readonly sent = new Map<string, MessageId>();
   readonly #conflated = new Map<string, Conflated>();
   #waitingForDrain = false;
-  #ended = false;
 
   constructor(context: StreamContext) {
     super();
     this.context = context;
-  }
-
-  get ended(): boolean {
-    return this.#ended;
   }
 
   /** Bytes written but not yet taken by the kernel. */
@@ -87,16 +82,15 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     return true;
   }
 
-  /** Releases every subscription; the subclass closes its socket. */
+  /** Releases every subscription (again, harmlessly, on a later call); the subclass closes its socket. */
   protected releaseSubscriptions(): void {
-    this.#ended = true;
     for (const subscription of this.subscriptions.values()) subscription.close();
     this.subscriptions.clear();
     this.#conflated.clear();
   }
 
   message(channel: string, delivery: Delivery, live: boolean): void {
-    if (this.#ended) return;
+    if (this.state !== "open") return;
     const pending = this.#conflated.get(channel);
     if (pending) {
       pending.skipped = pending.latest.id;
@@ -119,7 +113,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   }
 
   backlogged(): boolean {
-    return !this.#ended && this.bufferedBytes() > this.context.options.maxBufferedBytes;
+    return this.state === "open" && this.bufferedBytes() > this.context.options.maxBufferedBytes;
   }
 
   drained(): Promise<void> {
@@ -127,7 +121,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   }
 
   gap(gap: Gap): void {
-    if (this.#ended) return;
+    if (this.state !== "open") return;
     this.sent.set(gap.channel, gap.resume);
     this.writeGap(gap);
   }
@@ -137,7 +131,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     this.#waitingForDrain = true;
     this.onceDrained(() => {
       this.#waitingForDrain = false;
-      if (this.#ended) return;
+      if (this.state !== "open") return;
       const pending = [...this.#conflated];
       this.#conflated.clear();
       for (const [channel, { since, latest, skipped }] of pending) {

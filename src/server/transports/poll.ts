@@ -76,7 +76,6 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
   #gap: Gap | null = null;
   #timer: NodeJS.Timeout | null = null;
   #flushScheduled = false;
-  #done = false;
 
   constructor(context: StreamContext, request: PollRequest, req: HubRequest, res: HubResponse) {
     super();
@@ -103,7 +102,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
   }
 
   #started(): void {
-    if (this.#done) return;
+    if (this.state !== "open") return;
     if (this.#first || this.#gap) {
       this.#respond();
       return;
@@ -112,7 +111,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
   }
 
   message(_channel: string, delivery: Delivery): void {
-    if (this.#done) return;
+    if (this.state !== "open") return;
     if (this.#first === null) this.#first = delivery;
     else (this.#more ??= []).push(delivery);
     if (1 + (this.#more?.length ?? 0) >= this.#request.limit) this.#respond();
@@ -131,8 +130,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
   }
 
   destroy(): void {
-    if (this.#done) return;
-    this.#done = true;
+    if (!this.finishClose()) return;
     this.#release();
     if (!this.#res.writableEnded) this.#res.destroy();
   }
@@ -156,8 +154,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
   }
 
   #respond(): void {
-    if (this.#done) return;
-    this.#done = true;
+    if (!this.finishClose()) return;
     // Answered, the client will poll again in a moment: let the channel's feed linger for it.
     this.#release(true);
     const last = this.#more?.at(-1) ?? this.#first;
@@ -169,6 +166,5 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     this.#subscription.close(answered);
-    this.told();
   }
 }

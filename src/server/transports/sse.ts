@@ -56,7 +56,6 @@ export class SseConnection extends StreamConnection implements Connection {
   readonly #principal: Principal;
   readonly #multi: boolean;
   #stopExpiry: () => void = NO_EXPIRY;
-  #closed = false;
 
   constructor(context: StreamContext, request: SseRequest, req: HubRequest, res: HubResponse, principal: Principal) {
     super(context);
@@ -90,7 +89,7 @@ export class SseConnection extends StreamConnection implements Connection {
       this.destroy();
     });
     await Promise.all(request.channels.map((channel) => this.subscribe(channel, request.since.get(channel) ?? null)));
-    if (this.#closed) return;
+    if (this.state !== "open") return;
     // A named event: EventSource's onmessage ignores it, but it sets lastEventId, so a reconnect before the
     // first message still resumes exactly; clients that listen for it learn each channel's cursor.
     const cursors: Record<string, MessageId> = {};
@@ -140,11 +139,9 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   destroy(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (!this.finishClose()) return;
     this.#stopExpiry();
     this.releaseSubscriptions();
-    this.told();
     if (!this.#res.writableEnded) this.#res.end();
   }
 
@@ -153,7 +150,7 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   #write(chunk: string | Buffer): void {
-    if (this.#closed || this.#res.writableEnded) return;
+    if (this.state === "closed" || this.#res.writableEnded) return;
     writeChunk(this.#res, chunk);
   }
 }

@@ -3,10 +3,13 @@
  * each implement it in one file; the hub counts, drains and closes them through this interface alone. A
  * transport is constructed without side effects; the hub registers it, then starts it.
  */
+import type { ConnectionState } from "../core/lifecycle.js";
+
 export type TransportKind = "poll" | "long-poll" | "sse" | "websocket";
 
 export interface Connection {
   readonly kind: TransportKind;
+  readonly state: ConnectionState;
   /** Called at every heartbeat tick: SSE writes a comment, WebSocket pings and drops a silent peer. */
   heartbeat(now: number): void;
   /** Graceful end for a shutdown: answer held polls, end streams so clients retry, close WebSockets with 1001. */

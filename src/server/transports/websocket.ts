@@ -59,7 +59,6 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   #stopExpiry: () => void = NO_EXPIRY;
   #lastSeen = Date.now();
   #badFrames = 0;
-  #closed = false;
 
   constructor(context: StreamContext, ws: WebSocket, socket: Duplex, publish: Publisher, access: Access, principal: Principal, ip: string) {
     super(context);
@@ -127,24 +126,26 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   destroy(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#stopExpiry();
-    this.#clearFirstFrame();
-    this.releaseSubscriptions();
-    this.told();
+    if (!this.finishClose()) return;
+    this.#release();
     if (this.#ws.readyState === this.#ws.OPEN || this.#ws.readyState === this.#ws.CONNECTING) this.#ws.terminate();
   }
 
+  /** A graceful end: the close handshake, cut short if the peer does not finish it in time. */
   #close(code: number, reason: string): void {
-    if (this.#closed || this.ended) return;
-    this.#stopExpiry();
-    this.#clearFirstFrame();
-    this.releaseSubscriptions();
+    if (!this.beginClose()) return;
+    this.#release();
     this.#ws.close(code, reason);
     const timer = setTimeout(() => this.destroy(), CLOSE_GRACE_MS);
     timer.unref();
     this.#ws.once("close", () => clearTimeout(timer));
+  }
+
+  /** What a closing and a closed connection both let go of; a second call finds nothing left. */
+  #release(): void {
+    this.#stopExpiry();
+    this.#clearFirstFrame();
+    this.releaseSubscriptions();
   }
 
   #clearFirstFrame(): void {
@@ -162,7 +163,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     if (typeof token !== "string" || token === "") throw new LadderError("bad_frame", "auth needs a token");
     this.#access.verify(token).then(
       (principal) => {
-        if (this.ended) return;
+        if (this.state !== "open") return;
         // A refresh may extend the session, not switch users: another subject would inherit this one's rooms.
         if (this.#principal.kind === "token" && principal.sub !== this.#principal.sub) {
           this.#sendError(new LadderError("forbidden", "a refreshed token must have the same sub"), ref);
@@ -190,7 +191,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   #sendRaw(payload: string | Buffer): void {
-    if (this.#closed || this.#ws.readyState !== this.#ws.OPEN) return;
+    if (this.state === "closed" || this.#ws.readyState !== this.#ws.OPEN) return;
     this.#ws.send(payload, { binary: false });
   }
 
