@@ -5,7 +5,7 @@
  * before it ever delivered), or climb back up (a background probe that takes over once it works).
  * Cursors live here too, so a message is handed to the user once whichever rung brought it.
  */
-import { compareIds, type Gap, type Message, type MessageId } from "../protocol/index.js";
+import { compareIds, errorFromWire, LadderError, type Gap, type Message, type MessageId } from "../protocol/index.js";
 import { backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions, type TransportName } from "./options.js";
@@ -103,7 +103,10 @@ export class LadderClient extends Emitter<ClientEvents> {
     return subscription;
   }
 
-  /** Publishes over the WebSocket when that is the rung in use, over HTTP otherwise. */
+  /**
+   * Publishes over the WebSocket when that is the rung in use, over HTTP otherwise. Rejects with a
+   * {@link LadderError}: the hub's `code` and `message` (and over HTTP, `retryAfter` from a 429 or 503).
+   */
   async publish(channel: string, data: unknown): Promise<{ id: MessageId; channel: string }> {
     const rung = this.#rung;
     if (rung?.publish && this.#state === "connected") {
@@ -115,9 +118,12 @@ export class LadderClient extends Emitter<ClientEvents> {
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ channel, data }),
     });
-    const body = (await res.json()) as { id: MessageId; channel: string; error?: { code: string; message: string } };
-    if (!res.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : `publish failed with ${res.status}`);
-    return { id: body.id, channel: body.channel };
+    const body = (await res.json().catch(() => null)) as { id: MessageId; channel: string; error?: { code?: unknown; message?: unknown } } | null;
+    if (res.ok && body) return { id: body.id, channel: body.channel };
+    const wait = Number(res.headers.get("retry-after") ?? NaN);
+    const retryAfter = Number.isFinite(wait) ? wait : undefined;
+    if (body?.error) throw errorFromWire(body.error.code, body.error.message, retryAfter);
+    throw new LadderError(res.status >= 500 || res.ok ? "unavailable" : "bad_request", `publish failed with ${res.status}`, retryAfter);
   }
 
   /** The last id handed to the user for a channel (save it to resume after a page reload). */

@@ -3,4 +3,4 @@ export { createClient, LadderClient, type ClientEvents, type SubscribeOptions } 
 export { Subscription, type SubscriptionEvents } from "./subscription.js";
 export { backoffCeiling, backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
 export { LADDER, type ClientOptions, type ClientState, type TransportName, type WebSocketConstructor } from "./options.js";
-export type { Gap, GapReason, Message, MessageId } from "../protocol/index.js";
+export { LadderError, type ErrorCode, type Gap, type GapReason, type Message, type MessageId } from "../protocol/index.js";

@@ -12,6 +12,8 @@ export const ERROR_STATUS = {
   bad_limit: 400,
   bad_frame: 400,
   unauthenticated: 401,
+  /** A long-lived connection's token ran out: SSE `event: error`, WebSocket close 4001. */
+  token_expired: 401,
   forbidden: 403,
   origin_not_allowed: 403,
   not_found: 404,
@@ -55,4 +57,18 @@ export class LadderError extends Error {
 
 export function isLadderError(value: unknown): value is LadderError {
   return value instanceof LadderError;
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === "string" && Object.prototype.hasOwnProperty.call(ERROR_STATUS, value);
+}
+
+/**
+ * An error read back from the wire (an HTTP error body, a WebSocket `error` frame) as a {@link LadderError}.
+ * A code this version does not know (a newer server) keeps its text in the message, under `internal`.
+ */
+export function errorFromWire(code: unknown, message: unknown, retryAfter?: number): LadderError {
+  const text = typeof message === "string" ? message : "";
+  if (isErrorCode(code)) return new LadderError(code, text, retryAfter);
+  return new LadderError("internal", `${String(code)}: ${text}`, retryAfter);
 }

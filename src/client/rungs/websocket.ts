@@ -3,7 +3,7 @@
  * Browsers hide protocol pings, so liveness is an application ping every third of the heartbeat timeout:
  * a socket that brings nothing back within the timeout is closed and reported dead.
  */
-import type { Gap, Message, MessageId, ServerFrame } from "../../protocol/index.js";
+import { errorFromWire, LadderError, type Gap, type Message, type MessageId, type ServerFrame } from "../../protocol/index.js";
 import { endpoint, TimerSlot, type Rung, type RungHost } from "./rung.js";
 
 interface PendingPublish {
@@ -72,13 +72,13 @@ export class WebSocketRung implements Rung {
   publish(channel: string, data: unknown): Promise<{ id: MessageId }> {
     return new Promise((resolve, reject) => {
       if (!this.#ws || this.#ws.readyState !== OPEN) {
-        reject(new Error("WebSocket is not open"));
+        reject(new LadderError("unavailable", "WebSocket is not open"));
         return;
       }
       const ref = `p${++this.#refSeq}`;
       const timer = setTimeout(() => {
         this.#pending.delete(ref);
-        reject(new Error("publish timed out; its outcome is unknown"));
+        reject(new LadderError("unavailable", "publish timed out; its outcome is unknown"));
       }, this.#host.options.publishTimeoutMs);
       this.#pending.set(ref, { resolve, reject, timer });
       this.#send({ type: "publish", room: channel, data, ref });
@@ -138,7 +138,7 @@ export class WebSocketRung implements Rung {
         this.#settle(frame.ref, (p) => p.resolve({ id: frame.id }));
         return;
       case "error":
-        this.#settle(frame.ref, (p) => p.reject(new Error(`${frame.code}: ${frame.message}`)));
+        this.#settle(frame.ref, (p) => p.reject(errorFromWire(frame.code, frame.message)));
         return;
       default:
         return;
@@ -166,7 +166,7 @@ export class WebSocketRung implements Rung {
     this.#pingTimer.clear();
     for (const pending of this.#pending.values()) {
       clearTimeout(pending.timer);
-      pending.reject(new Error(`connection lost (${reason}); the publish outcome is unknown`));
+      pending.reject(new LadderError("unavailable", `connection lost (${reason}); the publish outcome is unknown`));
     }
     this.#pending.clear();
     const ws = this.#ws;

@@ -26,7 +26,7 @@ import type { Connection } from "./transport.js";
 
 const HEARTBEAT = Buffer.from(encodeComment());
 /** Sent when the stream's token expires, just before the stream ends; EventSource reconnects, so the app should refresh the token first. */
-const TOKEN_EXPIRED = Buffer.from(encodeEvent({ event: "error", data: JSON.stringify({ code: "token_expired", message: "token expired" }) }));
+const TOKEN_EXPIRED = Buffer.from(encodeEvent({ event: "error", data: JSON.stringify(new LadderError("token_expired", "token expired").toJSON().error) }));
 
 export interface SseRequest {
   readonly channels: readonly string[];

@@ -11,7 +11,6 @@ import {
   isId,
   isValidChannel,
   LadderError,
-  type ErrorCode,
   type Gap,
   type MessageId,
   type ServerFrame,
@@ -21,6 +20,7 @@ import type { Principal } from "../auth/rules.js";
 import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
 import { onceEither, StreamConnection, type StreamContext } from "../core/stream-connection.js";
+import { asLadderError } from "../edge/refusal.js";
 import type { Connection } from "./transport.js";
 
 /** Bad frames a peer may send before it is taken for abusive and closed with 1008. */
@@ -196,9 +196,8 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   #sendError(error: unknown, ref: Ref): void {
-    const ladder = error instanceof LadderError ? error : new LadderError("internal", "internal error");
-    const code: ErrorCode = ladder.code;
-    this.#send(ref === undefined ? { type: "error", code, message: ladder.message } : { type: "error", code, message: ladder.message, ref });
+    const { code, message } = asLadderError(error);
+    this.#send(ref === undefined ? { type: "error", code, message } : { type: "error", code, message, ref });
   }
 
   #onFrame(data: Buffer, isBinary: boolean): void {
