@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
+import { DEFAULT_PATHS } from "../protocol/index.js";
 import { serve } from "../server/server.js";
 import { staticFiles } from "../server/edge/static.js";
 import { DemoPublisher, demoRoutes } from "./demo-publisher.js";
@@ -88,7 +89,7 @@ async function runPublish(args: string[]): Promise<void> {
   } catch {
     data = json;
   }
-  const res = await fetch(new URL("/api/messages", values.url), {
+  const res = await fetch(new URL(DEFAULT_PATHS.messages, values.url), {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ channel, data }),
@@ -99,7 +100,7 @@ async function runPublish(args: string[]): Promise<void> {
 
 async function runTail(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, options: { url: { type: "string", default: "http://127.0.0.1:8080" }, since: { type: "string" } }, allowPositionals: true });
-  const url = new URL("/api/stream", values.url);
+  const url = new URL(DEFAULT_PATHS.stream, values.url);
   url.searchParams.set("channel", positionals[0] ?? "general");
   if (values.since) url.searchParams.set("since", values.since);
   const res = await fetch(url, { headers: { accept: "text/event-stream" } });

@@ -13,6 +13,8 @@ export interface BackoffOptions {
 }
 
 export const DEFAULT_BACKOFF: BackoffOptions = { minMs: 500, maxMs: 30_000, factor: 2 };
+/** The slower backoff of attempts to climb back to a higher rung. */
+export const DEFAULT_PROBE: BackoffOptions = { minMs: 5000, maxMs: 120_000, factor: 2 };
 
 /** The ceiling for attempt `n` (0-based): min(maxMs, minMs · factor^n). */
 export function backoffCeiling(attempt: number, options: BackoffOptions = DEFAULT_BACKOFF): number {

@@ -1,9 +1,10 @@
 /** Client options, their defaults, and the rung names. */
-import type { BackoffOptions } from "./backoff.js";
+import { DEFAULT_PATHS, TRANSPORTS, type HubPaths, type TransportName } from "../protocol/index.js";
+import { DEFAULT_BACKOFF, DEFAULT_PROBE, type BackoffOptions } from "./backoff.js";
 
+export type { TransportName };
 /** The rungs of the ladder, top first. */
-export type TransportName = "websocket" | "sse" | "long-poll" | "poll";
-export const LADDER: readonly TransportName[] = ["websocket", "sse", "long-poll", "poll"];
+export const LADDER: readonly TransportName[] = TRANSPORTS;
 
 export type ClientState = "disconnected" | "connecting" | "connected" | "closed";
 
@@ -20,7 +21,7 @@ export interface ClientOptions {
    * at SSE (a receive-only page needs no WebSocket; publish then goes over HTTP).
    */
   readonly mode?: "duplex" | "receive";
-  readonly paths?: { readonly messages?: string; readonly stream?: string; readonly websocket?: string };
+  readonly paths?: Partial<HubPaths>;
   /** Reconnect backoff (full jitter). */
   readonly backoff?: Partial<BackoffOptions>;
   /** Backoff of attempts to climb back to a higher rung after stepping down. */
@@ -44,7 +45,7 @@ export interface ClientOptions {
 export interface ResolvedClientOptions {
   readonly base: URL;
   readonly ladder: readonly TransportName[];
-  readonly paths: { readonly messages: string; readonly stream: string; readonly websocket: string };
+  readonly paths: HubPaths;
   readonly backoff: BackoffOptions;
   readonly probe: BackoffOptions;
   readonly heartbeatTimeoutMs: number;
@@ -80,13 +81,9 @@ export function resolveClientOptions(options: ClientOptions): ResolvedClientOpti
   return {
     base: resolveBase(options.url),
     ladder: resolveLadder(options.transport, options.mode),
-    paths: {
-      messages: options.paths?.messages ?? "/api/messages",
-      stream: options.paths?.stream ?? "/api/stream",
-      websocket: options.paths?.websocket ?? "/api/ws",
-    },
-    backoff: { minMs: 500, maxMs: 30_000, factor: 2, ...options.backoff },
-    probe: { minMs: 5000, maxMs: 120_000, factor: 2, ...options.probe },
+    paths: { ...DEFAULT_PATHS, ...options.paths },
+    backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
+    probe: { ...DEFAULT_PROBE, ...options.probe },
     heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 30_000,
     openTimeoutMs: options.openTimeoutMs ?? 10_000,
     pollIntervalMs: options.pollIntervalMs ?? 5000,

@@ -10,7 +10,7 @@
  * holds and nothing twice.
  */
 import type { Logger } from "pino";
-import { compareIds, type Message, type MessageId } from "../protocol/index.js";
+import { compareIds, START_CURSOR, type Message, type MessageId } from "../protocol/index.js";
 import type { MessageListener, ReadResult } from "./engine.js";
 
 /** Reads history after a cursor (the engine's own `read`). */
@@ -139,7 +139,7 @@ export class LiveFeeds {
       channel,
       listeners: new Set(),
       opening: null,
-      lastId: "0",
+      lastId: START_CURSOR,
       held: [],
       again: false,
       retryTimer: null,

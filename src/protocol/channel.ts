@@ -3,6 +3,9 @@
 export const DEFAULT_CHANNEL = "general";
 export const MAX_CHANNEL_LENGTH = 128;
 
+/** What a valid name is, for the messages that refuse one ("channel must be …", "room must be …"). */
+export const CHANNEL_RULE = "1–128 characters from A-Z a-z 0-9 _ . : -";
+
 const CHANNEL_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 export function isValidChannel(name: unknown): name is string {

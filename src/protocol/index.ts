@@ -4,3 +4,4 @@ export * from "./errors.js";
 export * from "./messages.js";
 export * from "./cursor.js";
 export * from "./sse.js";
+export * from "./transports.js";

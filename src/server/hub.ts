@@ -5,9 +5,10 @@
  */
 import type { IncomingMessage, Server as HttpServer } from "node:http";
 import type { Duplex } from "node:stream";
-import { pino, type Logger } from "pino";
+import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
-import { DEFAULT_CHANNEL, isValidChannel, LadderError, type Message } from "../protocol/index.js";
+import { DEFAULT_CHANNEL, LadderError, TRANSPORTS, type Message } from "../protocol/index.js";
+import { checkChannel } from "./edge/params.js";
 import type { Engine } from "../engines/engine.js";
 import { createEngine } from "../engines/create.js";
 import { Access, applyCors, NO_SLOT, upgradeOriginRefusal } from "./auth/access.js";
@@ -56,21 +57,22 @@ export class Hub {
   #closed = false;
   #drainWaiters: Array<() => void> = [];
 
-  constructor(options: HubOptions = {}) {
-    this.options = resolveOptions(options);
+  constructor(hubOptions: HubOptions = {}) {
+    const options = resolveOptions(hubOptions);
+    this.options = options;
     // Before the engine: a bad auth option throws here, with nothing yet to release.
     this.#access = new Access(options.auth, options.limits);
     this.#proxies = trustedProxies(options.trustProxy);
-    this.logger = options.logger ?? pino({ level: "silent" });
+    this.logger = options.logger;
     this.#ownsEngine = typeof options.engine !== "object";
     this.engine =
       typeof options.engine === "object"
         ? options.engine
-        : createEngine(options.engine ?? "memory", {
-            maxCount: this.options.historySize,
-            maxAgeMs: this.options.historyMaxAgeMs,
-            maxLogBytes: this.options.maxLogBytes,
-            maxChannels: this.options.maxChannels,
+        : createEngine(options.engine, {
+            maxCount: options.historySize,
+            maxAgeMs: options.historyMaxAgeMs,
+            maxLogBytes: options.maxLogBytes,
+            maxChannels: options.maxChannels,
             logger: this.logger,
           });
     this.#fanout = new Fanout(this.engine);
@@ -158,7 +160,7 @@ export class Hub {
   /** Publishes from server code. Rejects with a {@link LadderError} for a bad channel or oversized data. */
   async publish(channel: string, data: unknown): Promise<Message> {
     if (this.#closed) throw new LadderError("unavailable", "hub is closed");
-    if (!isValidChannel(channel)) throw new LadderError("bad_channel", "channel must be 1–128 characters from A-Z a-z 0-9 _ . : -");
+    checkChannel(channel);
     if (data === undefined) throw new LadderError("bad_request", "data is required");
     const size = Buffer.byteLength(JSON.stringify(data));
     if (size > this.options.maxMessageBytes) {
@@ -171,7 +173,7 @@ export class Hub {
   }
 
   stats(): HubStats {
-    const byKind: Record<TransportKind, number> = { poll: 0, "long-poll": 0, sse: 0, websocket: 0 };
+    const byKind = Object.fromEntries(TRANSPORTS.map((kind) => [kind, 0])) as Record<TransportKind, number>;
     for (const connection of this.#connections) byKind[connection.kind]++;
     return { connections: this.#connections.size, byKind, channels: this.#fanout.channelCount, draining: this.#draining };
   }
@@ -330,8 +332,7 @@ export class Hub {
     }
     const fields = body as Record<string, unknown>;
     if (!("data" in fields)) throw new LadderError("bad_request", 'body needs a "data" field');
-    const channel = fields.channel ?? DEFAULT_CHANNEL;
-    if (!isValidChannel(channel)) throw new LadderError("bad_channel", "channel must be 1–128 characters from A-Z a-z 0-9 _ . : -");
+    const channel = checkChannel(fields.channel ?? DEFAULT_CHANNEL);
     this.#access.check(principal, "publish", channel);
     this.#access.takePublish(principal, this.clientIp(req));
     const message = await this.publish(channel, fields.data);

@@ -1,6 +1,9 @@
-/** Hub settings, their defaults, and the checks that turn a partial config into a complete one. */
-import type { Logger } from "pino";
-import { channelMatches } from "../protocol/index.js";
+/**
+ * Hub settings, their defaults, and the checks that turn a partial config into a complete one: the hub
+ * reads the resolved object only, never what it was given.
+ */
+import { pino, type Logger } from "pino";
+import { channelMatches, DEFAULT_PATHS, type HubPaths } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
 import { DEFAULT_MAX_CHANNELS, DEFAULT_MAX_LOG_BYTES, MESSAGE_OVERHEAD_BYTES } from "../engines/memory.js";
 import type { AuthOptions, CorsOptions, LimitOptions } from "./auth/access.js";
@@ -13,11 +16,7 @@ export interface ChannelPolicy {
   readonly slowConsumer?: SlowConsumerPolicy;
 }
 
-export interface HubPaths {
-  readonly messages: string;
-  readonly stream: string;
-  readonly websocket: string;
-}
+export type { HubPaths };
 
 export interface HubOptions {
   /**
@@ -86,6 +85,8 @@ export interface HubOptions {
 }
 
 export interface ResolvedOptions {
+  /** An engine the caller owns, or the URL of one the hub makes and closes. */
+  readonly engine: Engine | string;
   readonly paths: HubPaths;
   readonly historySize: number;
   readonly historyMaxAgeMs: number;
@@ -105,10 +106,16 @@ export interface ResolvedOptions {
   readonly pollDefaultLimit: number;
   readonly allowedOrigins?: readonly string[];
   readonly cors?: CorsOptions;
+  readonly auth?: AuthOptions;
+  readonly limits?: LimitOptions;
+  readonly trustProxy?: readonly string[];
+  readonly metrics: boolean;
+  readonly logger: Logger;
 }
 
-export const DEFAULTS: ResolvedOptions = {
-  paths: { messages: "/api/messages", stream: "/api/stream", websocket: "/api/ws" },
+export const DEFAULTS: Omit<ResolvedOptions, "logger"> = {
+  engine: "memory",
+  paths: DEFAULT_PATHS,
   historySize: 1000,
   historyMaxAgeMs: 60 * 60 * 1000,
   maxLogBytes: DEFAULT_MAX_LOG_BYTES,
@@ -125,6 +132,7 @@ export const DEFAULTS: ResolvedOptions = {
   channels: [],
   pollMaxLimit: 1000,
   pollDefaultLimit: 100,
+  metrics: false,
 };
 
 function positive(name: string, value: number | undefined, fallback: number, min = 1): number {
@@ -163,6 +171,7 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
   // The budget holds at least one message of the largest size, so a publish the size limit lets through never fails for it.
   const maxLogBytes = positive("maxLogBytes", options.maxLogBytes, DEFAULTS.maxLogBytes, maxMessageBytes + MESSAGE_OVERHEAD_BYTES);
   return {
+    engine: options.engine ?? DEFAULTS.engine,
     paths: {
       messages: path("messages", options.paths?.messages, DEFAULTS.paths.messages),
       stream: path("stream", options.paths?.stream, DEFAULTS.paths.stream),
@@ -186,6 +195,12 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
     pollDefaultLimit: Math.min(pollMaxLimit, positive("pollDefaultLimit", options.pollDefaultLimit, DEFAULTS.pollDefaultLimit)),
     ...(options.allowedOrigins ? { allowedOrigins: strings("allowedOrigins", options.allowedOrigins) } : {}),
     ...(options.cors ? { cors: { origins: strings("cors.origins", options.cors.origins), credentials: options.cors.credentials === true } } : {}),
+    // Checked where they are used (Access, trustedProxies): absent stays absent, as it switches them off.
+    ...(options.auth !== undefined ? { auth: options.auth } : {}),
+    ...(options.limits !== undefined ? { limits: options.limits } : {}),
+    ...(options.trustProxy !== undefined ? { trustProxy: options.trustProxy } : {}),
+    metrics: options.metrics === true,
+    logger: options.logger ?? pino({ level: "silent" }),
   };
 }
 

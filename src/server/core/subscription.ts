@@ -4,7 +4,7 @@
  * and live messages that arrive during the read wait in a list; after the read, those past the cursor
  * follow. This is the whole no-loss argument, so every transport goes through it.
  */
-import { compareIds, type Gap, type MessageId } from "../../protocol/index.js";
+import { compareIds, START_CURSOR, type Gap, type MessageId } from "../../protocol/index.js";
 import type { Engine } from "../../engines/engine.js";
 import type { Delivery } from "./delivery.js";
 import type { Fanout, LiveListener } from "./fanout.js";
@@ -72,10 +72,10 @@ export class Subscription implements LiveListener {
     const engine = this.#engine;
     const sync = engine.readSync !== undefined;
     for (;;) {
-      if (this.#closed) return this.#cursor ?? "0";
+      if (this.#closed) return this.#cursor ?? START_CURSOR;
       const limit = since === null ? 0 : PAGE_SIZE;
       const result = sync ? engine.readSync!(this.channel, since, limit) : await engine.read(this.channel, since, limit);
-      if (this.#closed) return this.#cursor ?? "0";
+      if (this.#closed) return this.#cursor ?? START_CURSOR;
       if (first && result.gap) this.#sink.gap(result.gap);
       first = false;
       for (const message of result.messages) {
@@ -83,7 +83,7 @@ export class Subscription implements LiveListener {
         // History can be far larger than a socket buffer: pace it by the socket instead of dropping the reader.
         if (this.#sink.backlogged?.()) {
           await this.#sink.drained?.();
-          if (this.#closed) return this.#cursor ?? "0";
+          if (this.#closed) return this.#cursor ?? START_CURSOR;
         }
       }
       this.#cursor = result.cursor;

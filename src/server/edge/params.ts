@@ -1,12 +1,15 @@
 /** Validation of the query parameters every HTTP rung shares; each failure is a documented 400. */
-import { DEFAULT_CHANNEL, isId, isValidChannel, LadderError, NOW_CURSOR, START_CURSOR, type MessageId } from "../../protocol/index.js";
+import { CHANNEL_RULE, DEFAULT_CHANNEL, isId, isValidChannel, LadderError, NOW_CURSOR, START_CURSOR, type MessageId } from "../../protocol/index.js";
+
+/** A channel name from a request (`what` names it in the refusal: a `channel`, a WebSocket `room`); throws 400 bad_channel. */
+export function checkChannel(value: unknown, what = "channel"): string {
+  if (!isValidChannel(value)) throw new LadderError("bad_channel", `${what} must be ${CHANNEL_RULE}`);
+  return value;
+}
 
 export function parseChannel(value: string | null | undefined): string {
   if (value === null || value === undefined) return DEFAULT_CHANNEL;
-  if (!isValidChannel(value)) {
-    throw new LadderError("bad_channel", "channel must be 1–128 characters from A-Z a-z 0-9 _ . : -");
-  }
-  return value;
+  return checkChannel(value);
 }
 
 export function parseChannels(values: readonly string[], max: number): string[] {

@@ -3,7 +3,7 @@
  * Without `wait` the answer comes at once; with it, the request is held until a message after `since`
  * exists or the wait runs out (`200 []`). A held request whose client leaves is released at once.
  */
-import { CURSOR_HEADER, GAP_HEADER, LadderError, type Gap, type Message, type MessageId } from "../../protocol/index.js";
+import { CURSOR_HEADER, GAP_HEADER, LadderError, START_CURSOR, type Gap, type Message, type MessageId } from "../../protocol/index.js";
 import type { Delivery } from "../core/delivery.js";
 import type { Fanout } from "../core/fanout.js";
 import { sendJsonText, type HubRequest, type HubResponse } from "../edge/http.js";
@@ -158,7 +158,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
     // Answered, the client will poll again in a moment: let the channel's feed linger for it.
     this.#release(true);
     const last = this.#more?.at(-1) ?? this.#first;
-    const cursor = last ? last.id : (this.#subscription.cursor ?? this.#request.since ?? "0");
+    const cursor = last ? last.id : (this.#subscription.cursor ?? this.#request.since ?? START_CURSOR);
     answer(this.#res, bodyOf(this.#first, this.#more), cursor, this.#gap);
   }
 

@@ -12,6 +12,7 @@ import {
   GAP_EVENT,
   LadderError,
   READY_EVENT,
+  START_CURSOR,
   type Gap,
   type MessageId,
 } from "../../protocol/index.js";
@@ -93,7 +94,7 @@ export class SseConnection extends StreamConnection implements Connection {
     // A named event: EventSource's onmessage ignores it, but it sets lastEventId, so a reconnect before the
     // first message still resumes exactly; clients that listen for it learn each channel's cursor.
     const cursors: Record<string, MessageId> = {};
-    for (const channel of request.channels) cursors[channel] = this.sent.get(channel) ?? "0";
+    for (const channel of request.channels) cursors[channel] = this.sent.get(channel) ?? START_CURSOR;
     this.#write(encodeEvent({ event: READY_EVENT, id: this.#cursorFor(request.channels[0]!), data: JSON.stringify(cursors) }));
   }
 
@@ -146,7 +147,7 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   #cursorFor(channel: string): string {
-    return this.#multi ? encodeCursorMap(this.sent) : (this.sent.get(channel) ?? "0");
+    return this.#multi ? encodeCursorMap(this.sent) : (this.sent.get(channel) ?? START_CURSOR);
   }
 
   #write(chunk: string | Buffer): void {

@@ -5,7 +5,9 @@
  */
 import type { ConnectionState } from "../core/lifecycle.js";
 
-export type TransportKind = "poll" | "long-poll" | "sse" | "websocket";
+import type { TransportName } from "../../protocol/index.js";
+
+export type TransportKind = TransportName;
 
 export interface Connection {
   readonly kind: TransportKind;

@@ -9,7 +9,6 @@ import type { Duplex } from "node:stream";
 import type { WebSocket } from "ws";
 import {
   isId,
-  isValidChannel,
   LadderError,
   type Gap,
   type MessageId,
@@ -20,6 +19,7 @@ import type { Principal } from "../auth/rules.js";
 import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
 import { onceEither, StreamConnection, type StreamContext } from "../core/stream-connection.js";
+import { checkChannel } from "../edge/params.js";
 import { asLadderError } from "../edge/refusal.js";
 import type { Connection } from "./transport.js";
 
@@ -42,9 +42,7 @@ function readRef(value: unknown): Ref {
 }
 
 function readRoom(frame: Record<string, unknown>): string {
-  const room = frame.room ?? frame.channel;
-  if (!isValidChannel(room)) throw new LadderError("bad_channel", "room must be 1–128 characters from A-Z a-z 0-9 _ . : -");
-  return room;
+  return checkChannel(frame.room ?? frame.channel, "room");
 }
 
 export class WebSocketConnection extends StreamConnection implements Connection {
