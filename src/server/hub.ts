@@ -11,7 +11,8 @@ import { DEFAULT_CHANNEL, LadderError, TRANSPORTS, type Message } from "../proto
 import { checkChannel } from "./edge/params.js";
 import type { Engine } from "../engines/engine.js";
 import { createEngine } from "../engines/create.js";
-import { Access, applyCors, NO_SLOT, upgradeOriginRefusal } from "./auth/access.js";
+import { Access, NO_SLOT } from "./auth/access.js";
+import { applyCors, upgradeOriginRefusal } from "./auth/origins.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
 import type { Principal } from "./auth/rules.js";
 import { Fanout } from "./core/fanout.js";

@@ -6,7 +6,8 @@ import { pino, type Logger } from "pino";
 import { channelMatches, DEFAULT_PATHS, type HubPaths } from "../protocol/index.js";
 import type { Engine } from "../engines/engine.js";
 import { DEFAULT_MAX_CHANNELS, DEFAULT_MAX_LOG_BYTES, MESSAGE_OVERHEAD_BYTES } from "../engines/memory.js";
-import type { AuthOptions, CorsOptions, LimitOptions } from "./auth/access.js";
+import type { AuthOptions, LimitOptions } from "./auth/access.js";
+import type { CorsOptions } from "./auth/origins.js";
 
 export type SlowConsumerPolicy = "disconnect" | "latest";
 

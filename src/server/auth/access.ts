@@ -1,20 +1,21 @@
 /**
  * The glue between the hub and the access-control building blocks: where a request's token is found,
- * which principal it makes, and whether that principal may subscribe to or publish on a channel. The hub
+ * which principal it makes, whether that principal may subscribe to or publish on a channel, and the
+ * abuse limits (origins.ts has CORS and the upgrade's origin check, expiry.ts the token expiry timer). The hub
  * and the transports ask an {@link Access}; without `auth` in the options it lets everyone do everything
  * (the behaviour before access control existed), so embedding code that never configured auth is unchanged.
  */
-import { CURSOR_HEADER, GAP_HEADER, LadderError } from "../../protocol/index.js";
-import type { HubRequest, HubResponse } from "../edge/http.js";
+import { LadderError } from "../../protocol/index.js";
+import type { HubRequest } from "../edge/http.js";
 import { ConnectionCounter, RateLimiter } from "./rate-limit.js";
-import { ANONYMOUS, authorize, type Access as Who, type Action, type ChannelRule, type Principal } from "./rules.js";
+import { ANONYMOUS, authorize, type Permission, type Action, type ChannelRule, type Principal } from "./rules.js";
 import { TokenVerifier, type TokenOptions } from "./tokens.js";
 
 export interface AuthOptions {
   /** Channel rules; the first whose pattern matches wins. */
   readonly rules?: readonly ChannelRule[];
   /** For channels no rule matches. Default: only tokens whose grants cover the channel, for both (deny by default). */
-  readonly defaults?: Readonly<Record<Action, Who>>;
+  readonly defaults?: Readonly<Record<Action, Permission>>;
   /** How client JWTs are verified. Without it only API keys authenticate. */
   readonly jwt?: TokenOptions;
   /** Keys backends present as `Authorization: Bearer <key>`; they may do anything. */
@@ -40,7 +41,7 @@ export interface LimitOptions {
 
 export const DEFAULT_LIMITS: Required<LimitOptions> = { connectionsPerIp: 256, publishPerSecond: 50, publishBurst: 100, firstFrameTimeoutMs: 30_000, socketsPerIp: 512 };
 
-export const DEFAULT_ACCESS: Readonly<Record<Action, Who>> = { subscribe: "token", publish: "token" };
+export const DEFAULT_ACCESS: Readonly<Record<Action, Permission>> = { subscribe: "token", publish: "token" };
 
 /** Cookie a browser app can set so EventSource and WebSocket (which cannot send headers) carry the token. */
 export const TOKEN_COOKIE = "ladder_token";
@@ -50,13 +51,8 @@ export const TOKEN_QUERY = "access_token";
 /** The release of a slot that was never counted: one shared function, as every request without limits gets it. */
 export const NO_SLOT = (): void => undefined;
 
-/** What {@link watchExpiry} returns for a principal whose token never expires: nothing to cancel. */
-export const NO_EXPIRY = (): void => undefined;
-
-/** Longest delay setTimeout honours; a later expiry is re-armed when this one fires. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-function cookieValue(header: string | undefined, name: string): string | null {
+/** A cookie's value from a Cookie header, or null. */
+export function cookieValue(header: string | undefined, name: string): string | null {
   if (!header) return null;
   for (const part of header.split(";")) {
     const eq = part.indexOf("=");
@@ -108,7 +104,7 @@ export class Access {
   /** False without `auth`: every check passes and no token is looked at. */
   readonly enabled: boolean;
   readonly #rules: readonly ChannelRule[];
-  readonly #defaults: Readonly<Record<Action, Who>>;
+  readonly #defaults: Readonly<Record<Action, Permission>>;
   readonly #verifier: Promise<TokenVerifier> | null;
   readonly #publishes: RateLimiter | null;
   readonly #perIp: ConnectionCounter | null;
@@ -192,108 +188,4 @@ export class Access {
   sweep(): void {
     this.#publishes?.sweep();
   }
-}
-
-/**
- * Calls `onExpire` when the principal's token expires; returns the function that cancels it. One timer per
- * connection: a transport calls this again on refresh (after cancelling) and cancels it when it closes.
- */
-export function watchExpiry(principal: Principal, onExpire: () => void): () => void {
-  if (principal.expiresAt === null) return NO_EXPIRY;
-  const expiresAt = principal.expiresAt;
-  let timer: NodeJS.Timeout | null = null;
-  // Always through a timer, never synchronously: the caller is usually still in its constructor.
-  const arm = (): void => {
-    timer = setTimeout(fire, Math.max(0, Math.min(expiresAt - Date.now(), MAX_TIMER_MS)));
-    // Expiry must not keep a process alive that is otherwise done.
-    timer.unref();
-  };
-  const fire = (): void => {
-    if (expiresAt > Date.now()) return arm();
-    timer = null;
-    onExpire();
-  };
-  arm();
-  return () => {
-    if (timer) clearTimeout(timer);
-    timer = null;
-  };
-}
-
-export interface CorsOptions {
-  /** Origins (`https://app.example`) whose pages may call the HTTP rungs; `*` for any. */
-  readonly origins: readonly string[];
-  /** Let those pages send cookies (a `ladder_token` cookie) with their requests. */
-  readonly credentials?: boolean;
-}
-
-/** Exact, case-insensitive; `*` allows any origin. */
-export function originAllowed(list: readonly string[], origin: string): boolean {
-  const wanted = origin.toLowerCase();
-  return list.some((entry) => entry === "*" || entry.toLowerCase() === wanted);
-}
-
-function sameHost(origin: string, host: string | undefined): boolean {
-  try {
-    return host !== undefined && new URL(origin).host.toLowerCase() === host.toLowerCase();
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Cross-site WebSocket hijacking: browsers send cookies with a WebSocket upgrade from any page and do
- * not apply CORS to it, so the Origin header is the only defence. With `allowedOrigins` an upgrade whose
- * Origin is not listed is refused. Without it, an upgrade authenticated only by the cookie must at least
- * come from the hub's own host. Clients that send no Origin (not browsers) are not affected.
- */
-export function upgradeOriginRefusal(req: HubRequest, url: URL, allowedOrigins: readonly string[] | undefined, access: Access): LadderError | null {
-  const origin = req.headers.origin;
-  if (typeof origin !== "string" || origin === "") return null;
-  if (allowedOrigins) {
-    return originAllowed(allowedOrigins, origin) ? null : new LadderError("origin_not_allowed", `origin ${origin} may not open a WebSocket here`);
-  }
-  const cookieOnly =
-    access.enabled &&
-    cookieValue(req.headers.cookie, TOKEN_COOKIE) !== null &&
-    typeof req.headers.authorization !== "string" &&
-    !url.searchParams.has(TOKEN_QUERY);
-  const host = req.headers.host ?? req.headers[":authority"];
-  if (cookieOnly && !sameHost(origin, typeof host === "string" ? host : undefined)) {
-    return new LadderError("origin_not_allowed", "a cookie-authenticated WebSocket must come from this host or an allowed origin");
-  }
-  return null;
-}
-
-const CORS_METHODS = "GET, HEAD, POST, OPTIONS";
-const CORS_HEADERS = "authorization, content-type, last-event-id";
-/** Response headers a page may read: the poll cursor and gap, and Retry-After on 429/503. */
-const CORS_EXPOSE = `${CURSOR_HEADER}, ${GAP_HEADER}, retry-after`;
-
-/**
- * Adds CORS headers for an allowed Origin (echoed, never `*`, so credentials can work) and answers a
- * preflight. Returns true when the request was a preflight and has been answered; throws the 403 for a
- * preflight from an origin not allowed, so it is answered and counted like every other refusal.
- */
-export function applyCors(req: HubRequest, res: HubResponse, cors: CorsOptions): boolean {
-  res.setHeader("vary", "Origin");
-  const origin = req.headers.origin;
-  const allowed = typeof origin === "string" && origin !== "" && originAllowed(cors.origins, origin);
-  if (allowed) {
-    res.setHeader("access-control-allow-origin", origin);
-    if (cors.credentials) res.setHeader("access-control-allow-credentials", "true");
-    res.setHeader("access-control-expose-headers", CORS_EXPOSE);
-  }
-  if (req.method !== "OPTIONS") return false;
-  if (!allowed) {
-    // No allow headers: the browser refuses the real request; the body says why for whoever debugs it.
-    throw new LadderError("origin_not_allowed", `origin ${String(origin)} is not allowed`);
-  }
-  res.writeHead(204, {
-    "access-control-allow-methods": CORS_METHODS,
-    "access-control-allow-headers": CORS_HEADERS,
-    "access-control-max-age": "600",
-  });
-  res.end();
-  return true;
 }

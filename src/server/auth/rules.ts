@@ -6,13 +6,13 @@
  */
 import { channelMatches } from "../../protocol/index.js";
 
-export type Access = "anyone" | "token" | "nobody";
+export type Permission = "anyone" | "token" | "nobody";
 export type Action = "subscribe" | "publish";
 
 export interface ChannelRule {
   readonly match: string;
-  readonly subscribe?: Access;
-  readonly publish?: Access;
+  readonly subscribe?: Permission;
+  readonly publish?: Permission;
 }
 
 /** Who is asking: anonymous, a verified token, or a backend holding an API key. */
@@ -43,7 +43,7 @@ function matches(pattern: string, channel: string, sub: string | null): boolean 
 
 export function authorize(
   rules: readonly ChannelRule[],
-  defaults: Readonly<Record<Action, Access>>,
+  defaults: Readonly<Record<Action, Permission>>,
   principal: Principal,
   action: Action,
   channel: string,

@@ -18,7 +18,7 @@ import {
 } from "../../protocol/index.js";
 import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
-import { NO_EXPIRY, watchExpiry } from "../auth/access.js";
+import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
 import { abortResponse, isHttp2, outboundBytes, writeChunk, type HubRequest, type HubResponse } from "../edge/http.js";
 import { parseChannels } from "../edge/params.js";

@@ -14,7 +14,8 @@ import {
   type MessageId,
   type ServerFrame,
 } from "../../protocol/index.js";
-import { NO_EXPIRY, watchExpiry, type Access } from "../auth/access.js";
+import type { Access } from "../auth/access.js";
+import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
 import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
