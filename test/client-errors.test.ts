@@ -53,3 +53,22 @@ test("over WebSocket: an error frame rejects the publish with the frame's code a
     await running.close();
   }
 });
+
+test("a polling rung with nothing to poll proves the path by the one reachability probe: a proxy's 502 ends it", async () => {
+  const { createServer } = await import("node:http");
+  const proxy = createServer((_req, res) => res.writeHead(502).end("bad gateway"));
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  const { port } = proxy.address() as { port: number };
+  const c = createClient({ url: `http://127.0.0.1:${port}`, transport: "poll", backoff: { minMs: 5000, maxMs: 5000 } });
+  try {
+    const reasons: string[] = [];
+    c.on("error", ({ reason }) => reasons.push(reason));
+    c.connect();
+    for (let i = 0; i < 200 && reasons.length === 0; i++) await sleep(10);
+    assert.deepEqual(reasons, ["the hub did not answer"]);
+    assert.equal(c.state, "disconnected");
+  } finally {
+    c.close();
+    proxy.close();
+  }
+});

@@ -10,10 +10,23 @@ import { backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions, type TransportName } from "./options.js";
 import { HttpPollRung } from "./rungs/http-poll.js";
-import { TimerSlot, type Rung, type RungHost } from "./rungs/rung.js";
+import { reachable, TimerSlot, type Rung, type RungHost } from "./rungs/rung.js";
 import { SseRung } from "./rungs/sse.js";
 import { WebSocketRung } from "./rungs/websocket.js";
 import { Subscription } from "./subscription.js";
+
+interface RungClass<N extends TransportName> {
+  supported(options: ResolvedClientOptions): boolean;
+  new (host: RungHost, name: N): Rung;
+}
+
+/** Each rung: whether this environment can run it, and how to make one. */
+const RUNGS: { readonly [N in TransportName]: RungClass<N> } = {
+  websocket: WebSocketRung,
+  sse: SseRung,
+  "long-poll": HttpPollRung,
+  poll: HttpPollRung,
+};
 
 /** Failures before delivering, with the hub reachable, that mark a rung as blocked. */
 const BLOCKED_AFTER = 2;
@@ -220,9 +233,9 @@ export class LadderClient extends Emitter<ClientEvents> {
     }
     // It failed before it ever worked. Blocked (a proxy refusing the upgrade, a network buffering SSE) or is
     // the hub simply unreachable? Only a hub that answers a plain request proves the rung itself is blocked.
-    void this.#reachable().then((reachable) => {
+    void reachable(this.options).then((answered) => {
       if (this.#state === "closed" || this.#rung) return;
-      if (!reachable) {
+      if (!answered) {
         this.#reason = `reconnect: ${info.reason}`;
         this.#retryAfterBackoff();
         return;
@@ -248,20 +261,6 @@ export class LadderClient extends Emitter<ClientEvents> {
     });
   }
 
-  async #reachable(): Promise<boolean> {
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), this.options.openTimeoutMs);
-    try {
-      const res = await this.options.fetch(new URL("/readyz", this.options.base), { cache: "no-store", signal: controller.signal });
-      void res.body?.cancel().catch(() => undefined);
-      return res.status < 500 || res.status === 503;
-    } catch {
-      return false;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   // ---- the policy ----
 
   #available(): TransportName[] {
@@ -269,20 +268,11 @@ export class LadderClient extends Emitter<ClientEvents> {
   }
 
   #supported(name: TransportName): boolean {
-    if (name === "websocket") return this.options.WebSocket !== undefined;
-    if (name === "sse") return typeof ReadableStream !== "undefined";
-    return true;
+    return RUNGS[name].supported(this.options);
   }
 
   #create(name: TransportName): Rung {
-    switch (name) {
-      case "websocket":
-        return new WebSocketRung(this.#host);
-      case "sse":
-        return new SseRung(this.#host);
-      default:
-        return new HttpPollRung(this.#host, name);
-    }
+    return new (RUNGS[name] as RungClass<TransportName>)(this.#host, name);
   }
 
   #connect(): void {

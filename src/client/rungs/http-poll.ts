@@ -4,7 +4,7 @@
  * a deadline, so a connection that hangs is noticed like a missed heartbeat.
  */
 import { CURSOR_HEADER, GAP_HEADER, NOW_CURSOR, type Gap, type Message } from "../../protocol/index.js";
-import { endpoint, TimerSlot, type Rung, type RungHost } from "./rung.js";
+import { endpoint, reachable, RungBase, TimerSlot, type RungHost } from "./rung.js";
 
 const PAGE = 500;
 /** Extra time over the server's hold before a long-poll counts as hung. */
@@ -16,26 +16,34 @@ interface Loop {
   stopped: boolean;
 }
 
-export class HttpPollRung implements Rung {
+export class HttpPollRung extends RungBase {
   readonly name: "long-poll" | "poll";
-  readonly #host: RungHost;
   readonly #loops = new Map<string, Loop>();
-  #delivered = false;
-  #ended = false;
 
   constructor(host: RungHost, name: "long-poll" | "poll") {
-    this.#host = host;
+    super(host);
     this.name = name;
   }
 
+  /** Plain requests: wherever fetch is. */
+  static supported(): boolean {
+    return true;
+  }
+
   open(): void {
-    for (const channel of this.#host.cursors().keys()) this.add(channel);
+    for (const channel of this.host.cursors().keys()) this.add(channel);
     // With nothing subscribed there is nothing to ask for; a cheap request still proves the path works.
-    if (this.#loops.size === 0) void this.#probe();
+    if (this.#loops.size === 0) {
+      void reachable(this.host.options).then((answered) => {
+        if (this.ended) return;
+        if (answered) this.opened();
+        else this.end("the hub did not answer");
+      });
+    }
   }
 
   add(channel: string): void {
-    if (this.#loops.has(channel) || this.#ended) return;
+    if (this.#loops.has(channel) || this.ended) return;
     const loop: Loop = { controller: new AbortController(), timer: new TimerSlot(), stopped: false };
     this.#loops.set(channel, loop);
     void this.#run(channel, loop);
@@ -48,29 +56,16 @@ export class HttpPollRung implements Rung {
     this.#loops.delete(channel);
   }
 
-  close(): void {
-    this.#ended = true;
-    this.#teardown();
-  }
-
-  async #probe(): Promise<void> {
-    try {
-      const res = await this.#host.options.fetch(new URL("/readyz", this.#host.options.base), { cache: "no-store" });
-      if (!this.#ended && res.status < 500) this.#markDelivered();
-    } catch (error) {
-      this.#end(`request failed: ${(error as Error).message}`);
-    }
-  }
 
   async #run(channel: string, loop: Loop): Promise<void> {
-    const { options } = this.#host;
+    const { options } = this.host;
     let first = true;
-    while (!loop.stopped && !this.#ended) {
+    while (!loop.stopped && !this.ended) {
       // The first request of a loop answers at once: it proves the path, catches up and learns the cursor;
       // only then does a long-poll start holding.
       const long = this.name === "long-poll" && !first;
       first = false;
-      const cursor = this.#host.cursors().get(channel) ?? NOW_CURSOR;
+      const cursor = this.host.cursors().get(channel) ?? NOW_CURSOR;
       const url = endpoint(options, options.paths.messages);
       url.searchParams.set("channel", channel);
       url.searchParams.set("since", cursor);
@@ -92,30 +87,24 @@ export class HttpPollRung implements Rung {
           loop.controller.signal.removeEventListener("abort", abort);
         }
       } catch (error) {
-        if (!loop.stopped) this.#end(`request failed: ${(error as Error).message}`);
+        if (!loop.stopped) this.end(`request failed: ${(error as Error).message}`);
         return;
       }
-      if (loop.stopped || this.#ended) return;
+      if (loop.stopped || this.ended) return;
       if (!res.ok) {
-        this.#end(`poll answered ${res.status}`);
+        this.end(`poll answered ${res.status}`);
         return;
       }
-      this.#markDelivered();
+      this.opened();
       const gap = res.headers.get(GAP_HEADER);
-      if (gap) this.#host.gap(this, JSON.parse(gap) as Gap);
-      for (const message of messages) this.#host.message(this, message);
+      if (gap) this.host.gap(this, JSON.parse(gap) as Gap);
+      for (const message of messages) this.host.message(this, message);
       const next = res.headers.get(CURSOR_HEADER);
-      if (next) this.#host.cursor(this, channel, next);
+      if (next) this.host.cursor(this, channel, next);
       if (this.name === "poll" && messages.length < PAGE) {
         await new Promise<void>((resolve) => loop.timer.set(options.pollIntervalMs, resolve));
       }
     }
-  }
-
-  #markDelivered(): void {
-    if (this.#delivered) return;
-    this.#delivered = true;
-    this.#host.opened(this);
   }
 
   #stop(loop: Loop): void {
@@ -124,14 +113,7 @@ export class HttpPollRung implements Rung {
     loop.controller.abort();
   }
 
-  #end(reason: string): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#teardown();
-    this.#host.closed(this, { delivered: this.#delivered, reason });
-  }
-
-  #teardown(): void {
+  protected teardown(): void {
     for (const loop of this.#loops.values()) this.#stop(loop);
     this.#loops.clear();
   }

@@ -22,6 +22,7 @@ export interface RungHost {
 
 export interface Rung {
   readonly name: TransportName;
+  /** `open` may be called again: it reopens with the current channels and cursors. */
   open(): void;
   /** A channel was subscribed or unsubscribed while the rung is running. */
   add(channel: string): void;
@@ -56,4 +57,69 @@ export class TimerSlot {
 
 export function endpoint(options: ResolvedClientOptions, path: string): URL {
   return new URL(path, options.base);
+}
+
+/**
+ * Whether the hub answers a plain request (`/readyz`) within the open timeout: what tells a blocked rung
+ * from a hub that is down, and what proves the polling path when there is nothing to poll. A 503 is an
+ * answer (a draining or not-ready hub); other 5xx come from something in front of it.
+ */
+export async function reachable(options: ResolvedClientOptions): Promise<boolean> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), options.openTimeoutMs);
+  try {
+    const res = await options.fetch(endpoint(options, "/readyz"), { cache: "no-store", signal: controller.signal });
+    void res.body?.cancel().catch(() => undefined);
+    return res.status < 500 || res.status === 503;
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What every rung's lifecycle shares: it opens once (reported once), ends once (reported unless closed by the client). */
+export abstract class RungBase implements Rung {
+  abstract readonly name: TransportName;
+  protected readonly host: RungHost;
+  #delivered = false;
+  #ended = false;
+
+  constructor(host: RungHost) {
+    this.host = host;
+  }
+
+  abstract open(): void;
+  abstract add(channel: string): void;
+  abstract remove(channel: string): void;
+  /** Releases the rung's sockets, requests and timers. */
+  protected abstract teardown(reason: string): void;
+
+  protected get ended(): boolean {
+    return this.#ended;
+  }
+
+  protected get delivered(): boolean {
+    return this.#delivered;
+  }
+
+  /** The rung proved it works: told to the client the first time only. */
+  protected opened(): void {
+    if (this.#delivered) return;
+    this.#delivered = true;
+    this.host.opened(this);
+  }
+
+  close(): void {
+    this.#ended = true;
+    this.teardown("closed by the client");
+  }
+
+  /** The rung ended by itself: released, then reported with whether it had opened. */
+  protected end(reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.teardown(reason);
+    this.host.closed(this, { delivered: this.#delivered, reason });
+  }
 }

@@ -6,21 +6,19 @@
  */
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { encodeCursorMap, GAP_EVENT, READY_EVENT, type Gap, type Message, type MessageId } from "../../protocol/index.js";
-import { endpoint, TimerSlot, type Rung, type RungHost } from "./rung.js";
+import { endpoint, RungBase, TimerSlot } from "./rung.js";
 
-export class SseRung implements Rung {
+export class SseRung extends RungBase {
   readonly name = "sse";
-  readonly #host: RungHost;
   #controller: AbortController | null = null;
-  #delivered = false;
-  #ended = false;
   /** Counts stream generations so a reopened stream ignores the tail of the previous one. */
   #generation = 0;
   readonly #openTimer = new TimerSlot();
   readonly #silenceTimer = new TimerSlot();
 
-  constructor(host: RungHost) {
-    this.#host = host;
+  /** Reads the stream with fetch: needs streamed response bodies. */
+  static supported(): boolean {
+    return typeof ReadableStream !== "undefined";
   }
 
   open(): void {
@@ -28,8 +26,8 @@ export class SseRung implements Rung {
     this.#controller?.abort();
     const controller = new AbortController();
     this.#controller = controller;
-    const { options } = this.#host;
-    const cursors = this.#host.cursors();
+    const { options } = this.host;
+    const cursors = this.host.cursors();
     const url = endpoint(options, options.paths.stream);
     for (const channel of cursors.keys()) url.searchParams.append("channel", channel);
     url.searchParams.set("envelope", "1");
@@ -37,37 +35,32 @@ export class SseRung implements Rung {
     for (const [channel, cursor] of cursors) if (cursor !== null) known.set(channel, cursor);
     const headers: Record<string, string> = { accept: "text/event-stream" };
     if (known.size > 0) headers["last-event-id"] = encodeCursorMap(known);
-    this.#openTimer.set(options.openTimeoutMs, () => this.#end("no ready event within the open timeout (a buffering proxy?)"));
+    this.#openTimer.set(options.openTimeoutMs, () => this.end("no ready event within the open timeout (a buffering proxy?)"));
     this.#armSilence();
     void this.#read(url, headers, controller, generation);
   }
 
   add(): void {
-    if (this.#ended) return;
+    if (this.ended) return;
     this.open();
   }
 
   remove(): void {
-    if (this.#host.cursors().size === 0) {
+    if (this.host.cursors().size === 0) {
       // Nothing left to carry: stop quietly (a stream with no channel would read `general`).
-      this.#teardown();
+      this.teardown();
       return;
     }
     this.open();
   }
 
-  close(): void {
-    this.#ended = true;
-    this.#teardown();
-  }
-
   async #read(url: URL, headers: Record<string, string>, controller: AbortController, generation: number): Promise<void> {
-    const current = (): boolean => generation === this.#generation && !this.#ended;
+    const current = (): boolean => generation === this.#generation && !this.ended;
     try {
-      const res = await this.#host.options.fetch(url, { headers, signal: controller.signal, cache: "no-store" });
+      const res = await this.host.options.fetch(url, { headers, signal: controller.signal, cache: "no-store" });
       if (!current()) return;
       if (!res.ok || !res.body) {
-        this.#end(`stream answered ${res.status}`);
+        this.end(`stream answered ${res.status}`);
         return;
       }
       const parser = createParser({
@@ -86,45 +79,35 @@ export class SseRung implements Rung {
         this.#armSilence();
         parser.feed(decoder.decode(value, { stream: true }));
       }
-      this.#end("stream ended");
+      this.end("stream ended");
     } catch (error) {
-      if (current()) this.#end(`stream failed: ${(error as Error).message}`);
+      if (current()) this.end(`stream failed: ${(error as Error).message}`);
     }
   }
 
   #onEvent(event: EventSourceMessage): void {
     switch (event.event) {
       case READY_EVENT: {
-        if (!this.#delivered) {
-          this.#delivered = true;
-          this.#host.opened(this);
-        }
+        this.opened();
         this.#openTimer.clear();
         const cursors = JSON.parse(event.data) as Record<string, MessageId>;
-        for (const [channel, cursor] of Object.entries(cursors)) this.#host.cursor(this, channel, cursor);
+        for (const [channel, cursor] of Object.entries(cursors)) this.host.cursor(this, channel, cursor);
         return;
       }
       case GAP_EVENT:
-        this.#host.gap(this, JSON.parse(event.data) as Gap);
+        this.host.gap(this, JSON.parse(event.data) as Gap);
         return;
       default:
-        this.#host.message(this, JSON.parse(event.data) as Message);
+        this.host.message(this, JSON.parse(event.data) as Message);
     }
   }
 
   /** Any byte, heartbeat comments included, proves the stream alive; silence past the timeout does not. */
   #armSilence(): void {
-    this.#silenceTimer.set(this.#host.options.heartbeatTimeoutMs, () => this.#end("silent past the heartbeat timeout"));
+    this.#silenceTimer.set(this.host.options.heartbeatTimeoutMs, () => this.end("silent past the heartbeat timeout"));
   }
 
-  #end(reason: string): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#teardown();
-    this.#host.closed(this, { delivered: this.#delivered, reason });
-  }
-
-  #teardown(): void {
+  protected teardown(): void {
     this.#generation++;
     this.#openTimer.clear();
     this.#silenceTimer.clear();

@@ -4,7 +4,8 @@
  * a socket that brings nothing back within the timeout is closed and reported dead.
  */
 import { errorFromWire, LadderError, type Gap, type Message, type MessageId, type ServerFrame } from "../../protocol/index.js";
-import { endpoint, TimerSlot, type Rung, type RungHost } from "./rung.js";
+import { endpoint, RungBase, TimerSlot } from "./rung.js";
+import type { ResolvedClientOptions } from "../options.js";
 
 interface PendingPublish {
   resolve(value: { id: MessageId }): void;
@@ -14,27 +15,24 @@ interface PendingPublish {
 
 const OPEN = 1;
 
-export class WebSocketRung implements Rung {
+export class WebSocketRung extends RungBase {
   readonly name = "websocket";
-  readonly #host: RungHost;
   #ws: WebSocket | null = null;
-  #delivered = false;
-  #ended = false;
   #lastSeen = 0;
   #refSeq = 0;
   readonly #pending = new Map<string, PendingPublish>();
   readonly #openTimer = new TimerSlot();
   readonly #pingTimer = new TimerSlot();
 
-  constructor(host: RungHost) {
-    this.#host = host;
+  static supported(options: ResolvedClientOptions): boolean {
+    return options.WebSocket !== undefined;
   }
 
   open(): void {
-    const { options } = this.#host;
+    const { options } = this.host;
     const Ctor = options.WebSocket;
     if (!Ctor) {
-      this.#end("no WebSocket implementation");
+      this.end("no WebSocket implementation");
       return;
     }
     const url = endpoint(options, options.paths.websocket);
@@ -43,25 +41,25 @@ export class WebSocketRung implements Rung {
     try {
       ws = new Ctor(url.href);
     } catch (error) {
-      this.#end(`cannot open: ${(error as Error).message}`);
+      this.end(`cannot open: ${(error as Error).message}`);
       return;
     }
     this.#ws = ws;
-    this.#openTimer.set(options.openTimeoutMs, () => this.#end("no handshake within the open timeout"));
+    this.#openTimer.set(options.openTimeoutMs, () => this.end("no handshake within the open timeout"));
     ws.onopen = () => {
       this.#lastSeen = Date.now();
-      const cursors = this.#host.cursors();
+      const cursors = this.host.cursors();
       if (cursors.size === 0) this.#send({ type: "ping" });
       for (const channel of cursors.keys()) this.add(channel);
       this.#schedulePing();
     };
     ws.onmessage = (event: MessageEvent) => this.#onFrame(event.data);
-    ws.onclose = (event: CloseEvent) => this.#end(`closed ${event.code}${event.reason ? ` ${event.reason}` : ""}`);
-    ws.onerror = () => this.#end("socket error");
+    ws.onclose = (event: CloseEvent) => this.end(`closed ${event.code}${event.reason ? ` ${event.reason}` : ""}`);
+    ws.onerror = () => this.end("socket error");
   }
 
   add(channel: string): void {
-    const since = this.#host.cursors().get(channel);
+    const since = this.host.cursors().get(channel);
     this.#send(since ? { type: "join", room: channel, since } : { type: "join", room: channel });
   }
 
@@ -79,26 +77,22 @@ export class WebSocketRung implements Rung {
       const timer = setTimeout(() => {
         this.#pending.delete(ref);
         reject(new LadderError("unavailable", "publish timed out; its outcome is unknown"));
-      }, this.#host.options.publishTimeoutMs);
+      }, this.host.options.publishTimeoutMs);
       this.#pending.set(ref, { resolve, reject, timer });
       this.#send({ type: "publish", room: channel, data, ref });
     });
   }
 
-  close(): void {
-    this.#ended = true;
-    this.#teardown("closed by the client");
-  }
 
   #send(frame: unknown): void {
     if (this.#ws && this.#ws.readyState === OPEN) this.#ws.send(JSON.stringify(frame));
   }
 
   #schedulePing(): void {
-    const { heartbeatTimeoutMs } = this.#host.options;
+    const { heartbeatTimeoutMs } = this.host.options;
     this.#pingTimer.set(Math.max(10, Math.floor(heartbeatTimeoutMs / 3)), () => {
       if (Date.now() - this.#lastSeen > heartbeatTimeoutMs) {
-        this.#end("no answer within the heartbeat timeout");
+        this.end("no answer within the heartbeat timeout");
         return;
       }
       this.#send({ type: "ping" });
@@ -107,7 +101,7 @@ export class WebSocketRung implements Rung {
   }
 
   #onFrame(raw: unknown): void {
-    if (this.#ended) return;
+    if (this.ended) return;
     this.#lastSeen = Date.now();
     let frame: ServerFrame;
     try {
@@ -115,24 +109,23 @@ export class WebSocketRung implements Rung {
     } catch {
       return;
     }
-    if (!this.#delivered && (frame.type === "joined" || frame.type === "pong")) {
-      this.#delivered = true;
+    if (!this.delivered && (frame.type === "joined" || frame.type === "pong")) {
       this.#openTimer.clear();
-      this.#host.opened(this);
+      this.opened();
     }
     switch (frame.type) {
       case "message": {
         const message: Message = { id: frame.id, channel: frame.room, data: frame.data, time: frame.time };
-        this.#host.message(this, message);
+        this.host.message(this, message);
         return;
       }
       case "gap": {
         const gap: Gap = { channel: frame.room, reason: frame.reason, since: frame.since, resume: frame.resume };
-        this.#host.gap(this, gap);
+        this.host.gap(this, gap);
         return;
       }
       case "joined":
-        this.#host.cursor(this, frame.room, frame.cursor);
+        this.host.cursor(this, frame.room, frame.cursor);
         return;
       case "ack":
         this.#settle(frame.ref, (p) => p.resolve({ id: frame.id }));
@@ -154,14 +147,7 @@ export class WebSocketRung implements Rung {
     action(pending);
   }
 
-  #end(reason: string): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#teardown(reason);
-    this.#host.closed(this, { delivered: this.#delivered, reason });
-  }
-
-  #teardown(reason: string): void {
+  protected teardown(reason: string): void {
     this.#openTimer.clear();
     this.#pingTimer.clear();
     for (const pending of this.#pending.values()) {
