@@ -24,6 +24,7 @@ import type { JetStreamClient, JetStreamManager, StreamConfig, StreamInfo } from
 import { formatId, LadderError, parseId, START_CURSOR, type Gap, type Message, type MessageId } from "../protocol/index.js";
 import type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engine.js";
 import { LiveFeeds } from "./live-feeds.js";
+import { StartGate } from "./start-gate.js";
 
 export interface NatsEngineOptions extends HistoryLimits {
   /**
@@ -127,8 +128,7 @@ export class NatsEngine implements Engine {
   readonly #lastSeq = new Map<string, number>();
   readonly #onDisconnect = new Set<(error: Error) => void>();
   readonly #queues = new Map<string, Promise<void>>();
-  readonly #started: Promise<void>;
-  readonly #startDeadline: number;
+  readonly #gate: StartGate;
   #nats: Nats | null = null;
   #epoch = 0;
   #connected = false;
@@ -150,8 +150,7 @@ export class NatsEngine implements Engine {
       live: { open: (channel) => this.#openLive(channel), close: (channel) => this.#closeLive(channel) },
       logger: this.#logger,
     });
-    this.#startDeadline = Date.now() + (options.startTimeoutMs ?? 5000);
-    this.#started = this.#start();
+    this.#gate = new StartGate(() => this.#start(), options.startTimeoutMs ?? 5000);
   }
 
   ready(): boolean {
@@ -172,7 +171,7 @@ export class NatsEngine implements Engine {
   }
 
   async read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult> {
-    const nats = await this.#whenStarted(this.#startDeadline - Date.now());
+    const nats = await this.#whenStarted();
     try {
       return await this.#read(nats, channel, since, limit);
     } catch (error) {
@@ -181,7 +180,7 @@ export class NatsEngine implements Engine {
   }
 
   async subscribe(channel: string, listener: MessageListener): Promise<() => void> {
-    await this.#whenStarted(this.#startDeadline - Date.now());
+    await this.#whenStarted();
     return this.#feeds.subscribe(channel, listener);
   }
 
@@ -245,16 +244,8 @@ export class NatsEngine implements Engine {
   }
 
   /** The connection once started; waits for the first start only, afterwards an outage fails at once. */
-  async #whenStarted(timeoutMs: number): Promise<Nats> {
-    if (!this.ready() && !this.#closed && timeoutMs > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
-        timer.unref();
-      });
-      await Promise.race([this.#started.catch(() => {}), timeout]);
-      clearTimeout(timer);
-    }
+  async #whenStarted(timeoutMs?: number): Promise<Nats> {
+    await this.#gate.wait(this.ready() || this.#closed, timeoutMs);
     return this.#readyNats();
   }
 

@@ -14,6 +14,7 @@ import type { Logger } from "pino";
 import { LadderError, type Message, type MessageId } from "../protocol/index.js";
 import type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engine.js";
 import { LiveFeeds } from "./live-feeds.js";
+import { StartGate } from "./start-gate.js";
 import { PUBLISH_SCRIPT, READ_SCRIPT, type RedisScript } from "./redis-scripts.js";
 
 export interface RedisEngineOptions extends HistoryLimits {
@@ -102,8 +103,7 @@ export class RedisEngine implements Engine {
   readonly #logger: Pick<Logger, "info" | "warn">;
   #backend: Backend | null = null;
   #startingClients: Array<{ destroy(): void }> = [];
-  readonly #started: Promise<void>;
-  readonly #startDeadline: number;
+  readonly #gate: StartGate;
   #closed = false;
 
   constructor(options: RedisEngineOptions) {
@@ -123,8 +123,7 @@ export class RedisEngine implements Engine {
       live: { open: (channel) => this.#openLive(channel), close: (channel) => this.#closeLive(channel) },
       logger: this.#logger,
     });
-    this.#startDeadline = Date.now() + (options.startTimeoutMs ?? 5000);
-    this.#started = this.#start();
+    this.#gate = new StartGate(() => this.#start(), options.startTimeoutMs ?? 5000);
   }
 
   ready(): boolean {
@@ -144,7 +143,7 @@ export class RedisEngine implements Engine {
   }
 
   async read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult> {
-    const backend = await this.#connected(this.#startDeadline - Date.now());
+    const backend = await this.#connected();
     const args = [since ?? "", String(Math.max(0, limit)), String(this.#options.maxCount), String(this.#options.maxAgeMs), String(this.#ttlMs), this.#nowArg()];
     const reply = (await this.#run(backend, READ_SCRIPT, this.#logKey(channel), args)) as string[];
     const [reason, resume, cursor] = reply as [string, string, string];
@@ -157,7 +156,7 @@ export class RedisEngine implements Engine {
   }
 
   async subscribe(channel: string, listener: MessageListener): Promise<() => void> {
-    await this.#connected(this.#startDeadline - Date.now());
+    await this.#connected();
     return this.#feeds.subscribe(channel, listener);
   }
 
@@ -191,16 +190,8 @@ export class RedisEngine implements Engine {
   }
 
   /** The backend once connected. Waits for the first connection only; afterwards an outage fails at once. */
-  async #connected(timeoutMs: number): Promise<Backend> {
-    if (!this.#backend && !this.#closed && timeoutMs > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
-        timer.unref();
-      });
-      await Promise.race([this.#started, timeout]);
-      clearTimeout(timer);
-    }
+  async #connected(timeoutMs?: number): Promise<Backend> {
+    await this.#gate.wait(this.#backend !== null || this.#closed, timeoutMs);
     return this.#readyBackend();
   }
 
