@@ -29,7 +29,6 @@ export function encodeEvent(event: SseEvent): string {
     out += `event: ${event.event}\n`;
   }
   if (event.id !== undefined) {
-    if (event.id.includes("\0")) throw new TypeError("SSE id must not contain NUL");
     assertSingleLine("id", event.id);
     out += `id: ${event.id}\n`;
   }

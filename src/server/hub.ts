@@ -1,7 +1,9 @@
 /**
  * The hub: routes HTTP requests and upgrades to the transports, publishes through the engine, and keeps
  * the set of open connections for heartbeats, limits and a graceful drain. It does not know how any
- * transport writes its bytes — each is a {@link Connection}.
+ * transport writes its bytes — each is a {@link Connection}. Where an answer is at hand (no auth: a principal
+ * at once; the memory engine: a long-poll live within the call) the path stays synchronous and costs no
+ * turn; a promise is awaited only when something really waits.
  */
 import type { IncomingMessage, Server as HttpServer } from "node:http";
 import type { Duplex } from "node:stream";
@@ -20,7 +22,7 @@ import { HubMetrics } from "./metrics.js";
 import { closeAfterResponse, readJsonBody, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
 import { asLadderError, endWithError, sendError, type Headers } from "./edge/refusal.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
-import type { StreamContext } from "./core/stream-connection.js";
+import type { TransportContext } from "./core/context.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
 import { parseSseRequest, SseConnection } from "./transports/sse.js";
 import type { Connection, TransportKind } from "./transports/transport.js";
@@ -48,7 +50,7 @@ export class Hub {
   readonly metrics: HubMetrics | null;
   readonly #ownsEngine: boolean;
   readonly #fanout: Fanout;
-  readonly #context: StreamContext;
+  readonly #context: TransportContext;
   readonly #connections = new Set<Connection>();
   readonly #wss: WebSocketServer;
   readonly #access: Access;
@@ -359,7 +361,8 @@ export class Hub {
 
   async #stream(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     const request = parseSseRequest(req, url, this.#context);
-    const principal = await this.#access.principalFor(req, url);
+    const pending = this.#access.principalFor(req, url);
+    const principal = pending instanceof Promise ? await pending : pending;
     for (const channel of request.channels) this.#access.check(principal, "subscribe", channel);
     const refusal = this.#admit();
     if (refusal) throw refusal;

@@ -78,10 +78,6 @@ export class TokenVerifier {
     return verifier;
   }
 
-  get acceptsTokens(): boolean {
-    return this.#verifiers.length > 0;
-  }
-
   isApiKey(candidate: string): boolean {
     const digest = createHash("sha256").update(candidate).digest();
     return this.#apiKeys.some((key) => timingSafeEqual(key, digest));

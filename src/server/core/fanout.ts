@@ -29,8 +29,11 @@ const READ_DELIVERIES = 64;
 
 interface ChannelEntry {
   readonly listeners: Set<LiveListener>;
-  /** Resolves once the engine delivers this channel; attaching waits for it so a read after misses nothing. */
-  readonly ready: Promise<void>;
+  /**
+   * Resolves once the engine delivers this channel; attaching waits for it so a read after misses nothing.
+   * Set right after the entry is made, as the engine's listener refers to the entry.
+   */
+  ready: Promise<void>;
   /** Set when `ready` has resolved, so later attaches can skip waiting on it. */
   flowing: boolean;
   unsubscribe: (() => void) | null;
@@ -73,7 +76,7 @@ export class Fanout {
         idleSince: 0,
       };
       entry = created;
-      (created as { ready: Promise<void> }).ready = this.#engine
+      created.ready = this.#engine
         .subscribe(channel, (message) => this.#onMessage(created, message))
         .then((unsubscribe) => {
           created.flowing = true;

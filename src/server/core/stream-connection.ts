@@ -5,11 +5,10 @@
  * drains, then send a `conflated` gap and that message).
  */
 import type { Gap, MessageId } from "../../protocol/index.js";
-import type { Engine } from "../../engines/engine.js";
 import { corkForTurn, type Corkable } from "./cork.js";
 import type { Delivery } from "./delivery.js";
-import type { Fanout } from "./fanout.js";
-import { slowConsumerFor, type ResolvedOptions } from "../options.js";
+import type { TransportContext } from "./context.js";
+import { slowConsumerFor } from "../options.js";
 import { Lifecycle } from "./lifecycle.js";
 import { Subscription, type SubscriptionSink } from "./subscription.js";
 
@@ -32,21 +31,15 @@ export function onceEither(emitter: NodeJS.EventEmitter, a: string, b: string, c
   emitter.on(b, done);
 }
 
-export interface StreamContext {
-  readonly engine: Engine;
-  readonly fanout: Fanout;
-  readonly options: ResolvedOptions;
-}
-
 export abstract class StreamConnection extends Lifecycle implements SubscriptionSink {
-  protected readonly context: StreamContext;
+  protected readonly context: TransportContext;
   protected readonly subscriptions = new Map<string, Subscription>();
   /** Last id written to the client per channel. */
   protected readonly sent = new Map<string, MessageId>();
   readonly #conflated = new Map<string, Conflated>();
   #waitingForDrain = false;
 
-  constructor(context: StreamContext) {
+  constructor(context: TransportContext) {
     super();
     this.context = context;
   }

@@ -8,7 +8,7 @@ import type { Delivery } from "../core/delivery.js";
 import type { Fanout } from "../core/fanout.js";
 import { sendJsonText, type HubRequest, type HubResponse } from "../edge/http.js";
 import { parseChannel, parseLimit, parseSince, parseWait } from "../edge/params.js";
-import type { StreamContext } from "../core/stream-connection.js";
+import type { TransportContext } from "../core/context.js";
 import { Subscription, type SubscriptionSink } from "../core/subscription.js";
 import { Lifecycle } from "../core/lifecycle.js";
 import type { Connection } from "./transport.js";
@@ -21,7 +21,7 @@ export interface PollRequest {
   readonly waitMs: number;
 }
 
-export function parsePollRequest(url: URL, context: StreamContext): PollRequest {
+export function parsePollRequest(url: URL, context: TransportContext): PollRequest {
   const channels = url.searchParams.getAll("channel");
   if (channels.length > 1) throw new LadderError("bad_channel", "a poll reads one channel; use the stream for several");
   const { options } = context;
@@ -58,7 +58,7 @@ function historyBody(fanout: Fanout, messages: readonly Message[]): string {
 }
 
 /** Answers a poll at once from history. */
-export async function poll(context: StreamContext, request: PollRequest, res: HubResponse): Promise<void> {
+export async function poll(context: TransportContext, request: PollRequest, res: HubResponse): Promise<void> {
   const result = await context.engine.read(request.channel, request.since, request.limit);
   answer(res, historyBody(context.fanout, result.messages), result.cursor, result.gap);
 }
@@ -77,7 +77,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
   #timer: NodeJS.Timeout | null = null;
   #flushScheduled = false;
 
-  constructor(context: StreamContext, request: PollRequest, req: HubRequest, res: HubResponse) {
+  constructor(context: TransportContext, request: PollRequest, req: HubRequest, res: HubResponse) {
     super();
     this.#req = req;
     this.#res = res;

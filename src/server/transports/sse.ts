@@ -22,7 +22,8 @@ import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
 import { abortResponse, isHttp2, outboundBytes, writeChunk, type HubRequest, type HubResponse } from "../edge/http.js";
 import { parseChannels } from "../edge/params.js";
-import { onceEither, StreamConnection, type StreamContext } from "../core/stream-connection.js";
+import type { TransportContext } from "../core/context.js";
+import { onceEither, StreamConnection } from "../core/stream-connection.js";
 import type { Connection } from "./transport.js";
 
 const HEARTBEAT = Buffer.from(encodeComment());
@@ -38,7 +39,7 @@ export interface SseRequest {
 }
 
 /** Last-Event-ID (set by EventSource on reconnect) wins over `since`/`lastEventId` in the query. */
-export function parseSseRequest(req: HubRequest, url: URL, context: StreamContext): SseRequest {
+export function parseSseRequest(req: HubRequest, url: URL, context: TransportContext): SseRequest {
   const channels = parseChannels(url.searchParams.getAll("channel"), context.options.maxChannelsPerConnection);
   const header = req.headers["last-event-id"];
   const text = (typeof header === "string" && header !== "" ? header : null) ?? url.searchParams.get("since") ?? url.searchParams.get("lastEventId");
@@ -58,7 +59,7 @@ export class SseConnection extends StreamConnection implements Connection {
   readonly #multi: boolean;
   #stopExpiry: () => void = NO_EXPIRY;
 
-  constructor(context: StreamContext, request: SseRequest, req: HubRequest, res: HubResponse, principal: Principal) {
+  constructor(context: TransportContext, request: SseRequest, req: HubRequest, res: HubResponse, principal: Principal) {
     super(context);
     this.#request = request;
     this.#req = req;

@@ -19,7 +19,8 @@ import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
 import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
-import { onceEither, StreamConnection, type StreamContext } from "../core/stream-connection.js";
+import type { TransportContext } from "../core/context.js";
+import { onceEither, StreamConnection } from "../core/stream-connection.js";
 import { checkChannel } from "../edge/params.js";
 import { asLadderError } from "../edge/refusal.js";
 import type { Connection } from "./transport.js";
@@ -59,7 +60,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   #lastSeen = Date.now();
   #badFrames = 0;
 
-  constructor(context: StreamContext, ws: WebSocket, socket: Duplex, publish: Publisher, access: Access, principal: Principal, ip: string) {
+  constructor(context: TransportContext, ws: WebSocket, socket: Duplex, publish: Publisher, access: Access, principal: Principal, ip: string) {
     super(context);
     this.#access = access;
     this.#principal = principal;
