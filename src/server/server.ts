@@ -36,6 +36,12 @@ export interface ServeOptions extends HubOptions {
   readonly headersTimeoutMs?: number;
   /** Time to send a whole request, body included (408). Long responses (SSE, held polls) are not bound by it. Default 30000 ms. */
   readonly requestTimeoutMs?: number;
+  /**
+   * How long a connection with nothing in flight stays open: an HTTP/1.1 keep-alive connection between
+   * requests, an HTTP/2 connection with no open stream (GOAWAY). Behind a load balancer, set it above the
+   * balancer's idle timeout. Default 5000 ms.
+   */
+  readonly keepAliveTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -62,7 +68,7 @@ export const DEFAULT_MAX_CONCURRENT_STREAMS = 128;
  * Header size is node's own default; the timeouts are tighter than node's (60 s, 300 s) because a hub's
  * long-lived responses do not need long requests, and every half-sent request holds a socket.
  */
-export const DEFAULT_REQUEST_LIMITS: RequestLimits = { maxHeaderBytes: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000 };
+export const DEFAULT_REQUEST_LIMITS: RequestLimits = { maxHeaderBytes: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000 };
 
 function requestLimits(options: ServeOptions): RequestLimits {
   const value = (name: keyof RequestLimits, min: number): number => {
@@ -70,7 +76,12 @@ function requestLimits(options: ServeOptions): RequestLimits {
     if (!Number.isInteger(v) || v < min || v > 2 ** 31 - 1) throw new TypeError(`option ${name} must be a whole number ≥ ${min}, got ${String(v)}`);
     return v;
   };
-  const limits = { maxHeaderBytes: value("maxHeaderBytes", 1024), headersTimeoutMs: value("headersTimeoutMs", 100), requestTimeoutMs: value("requestTimeoutMs", 100) };
+  const limits = {
+    maxHeaderBytes: value("maxHeaderBytes", 1024),
+    headersTimeoutMs: value("headersTimeoutMs", 100),
+    requestTimeoutMs: value("requestTimeoutMs", 100),
+    keepAliveTimeoutMs: value("keepAliveTimeoutMs", 100),
+  };
   // A whole request includes its head; node refuses the reverse order with a less helpful error.
   if (limits.headersTimeoutMs > limits.requestTimeoutMs) throw new TypeError("option headersTimeoutMs must not exceed requestTimeoutMs");
   return limits;

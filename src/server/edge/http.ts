@@ -96,6 +96,7 @@ export function readJsonBody(req: HubRequest, maxBytes: number): Promise<unknown
       req.off("data", onData);
       req.off("end", onEnd);
       req.off("error", onError);
+      req.off("close", onError);
       if (error) reject(error);
       else resolve(value);
     };
@@ -118,6 +119,8 @@ export function readJsonBody(req: HubRequest, maxBytes: number): Promise<unknown
     req.on("data", onData);
     req.on("end", onEnd);
     req.on("error", onError);
+    // A request cut before its body ended (an HTTP/2 stream reset without an error event): settle, not hang.
+    req.once("close", onError);
   });
 }
 

@@ -27,6 +27,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { LadderError } from "../../protocol/index.js";
 import type { HubRequest, HubResponse } from "./http.js";
+import { Deadlines } from "./deadlines.js";
 import { endWithError } from "./refusal.js";
 import type { ResolvedTls } from "./tls.js";
 
@@ -58,6 +59,11 @@ export interface RequestLimits {
   readonly headersTimeoutMs: number;
   /** Time to send a whole request, body included (408). Responses (SSE, held polls) are not bound by it. */
   readonly requestTimeoutMs: number;
+  /**
+   * How long a connection with nothing in flight stays open: an HTTP/1.1 keep-alive connection between
+   * requests, an HTTP/2 connection with no open stream (closed with GOAWAY).
+   */
+  readonly keepAliveTimeoutMs: number;
 }
 
 export interface ProtocolHandlers {
@@ -92,10 +98,6 @@ export interface Listener {
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 /** A TLS record of type handshake: how every TLS connection starts. */
 const TLS_HANDSHAKE = 0x16;
-/** An idle HTTP/1.1 keep-alive connection is closed after this long. */
-const KEEP_ALIVE_TIMEOUT_MS = 5_000;
-/** How long a refused plain-HTTP connection may take to read its 400 before it is cut. */
-const REFUSAL_GRACE_MS = 5_000;
 
 type Route = "tls" | "h2c" | "http1" | "plain-on-tls" | "garbage" | "more";
 
@@ -136,17 +138,26 @@ export async function listen(options: ListenOptions, handlers: ProtocolHandlers)
   return listenDispatched(options, handlers);
 }
 
-/** node:http's settings for the request limits. */
+/** How often the request timers are checked: node's for HTTP/1.1, the listener's sweep for the rest. */
+function checkingInterval(limits: RequestLimits): number {
+  // node's default is 30 s, so a 10 s headersTimeout could wait 40 s.
+  return Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4)));
+}
+
+/**
+ * node:http's settings for the request limits. node:http tracks a connection from its accept, so
+ * headersTimeout also cuts one that never sends a byte (node ≥ 18: the parser joins the checked list
+ * when the connection is made, not when a request begins).
+ */
 function http1Settings(limits: RequestLimits): ServerOptions {
   return {
     maxHeaderSize: limits.maxHeaderBytes,
     headersTimeout: limits.headersTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
-    // node checks the two timeouts on this period (default 30 s), so a 10 s headersTimeout could wait 40 s.
-    connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
-    // node:http's own default, stated because node:http2's HTTP/1.1 fallback has none: idle keep-alive
+    connectionsCheckingInterval: checkingInterval(limits),
+    // Stated for every server because node:http2's HTTP/1.1 fallback has no default: idle keep-alive
     // connections there would stay open for ever.
-    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
   };
 }
 
@@ -186,20 +197,11 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
   const { logger, limits } = options;
   const settings = { maxConcurrentStreams: options.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes };
   const http1 = http1Settings(limits);
-  const sessions = new Set<ServerHttp2Session>();
   const sockets = new Set<Socket>();
+  const deadlines = new Deadlines(limits, checkingInterval(limits));
   const trackSessions = (server: Http2SecureServer | Http2Server): void => {
-    server.on("session", (session: ServerHttp2Session) => {
-      sessions.add(session);
-      // HTTP/2's slow-loris: a connection that opens no stream holds a socket and a session for nothing.
-      const firstStream = setTimeout(() => session.destroy(), limits.headersTimeoutMs);
-      firstStream.unref();
-      session.once("stream", () => clearTimeout(firstStream));
-      session.once("close", () => {
-        clearTimeout(firstStream);
-        sessions.delete(session);
-      });
-    });
+    server.on("session", (session: ServerHttp2Session) => deadlines.session(session));
+    server.on("stream", (stream) => deadlines.stream(stream));
     // Protocol errors of one connection (a bad frame, a bad preface): node answers with GOAWAY and closes
     // that session; the listener only keeps the event from being unhandled.
     server.on("sessionError", (error: Error) => logger.debug({ err: error }, "HTTP/2 session error"));
@@ -276,7 +278,11 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
   front.on("connection", (socket: Socket) => {
     if (socket.destroyed) return;
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    deadlines.unrouted(socket);
+    socket.once("close", () => {
+      sockets.delete(socket);
+      deadlines.routed(socket);
+    });
     let head: Buffer | null = null;
     const onError = (): void => {
       socket.destroy();
@@ -287,16 +293,20 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
       if (route === "more") return;
       socket.off("data", onData);
       socket.off("error", onError);
-      socket.setTimeout(0);
+      deadlines.routed(socket);
       socket.pause();
       socket.unshift(head);
       dispatch(socket, route);
     };
     socket.on("error", onError);
     socket.on("data", onData);
-    socket.setTimeout(limits.headersTimeoutMs, () => socket.destroy());
   });
-  await listenOn(front, options.port, options.host);
+  try {
+    await listenOn(front, options.port, options.host);
+  } catch (error) {
+    deadlines.stop();
+    throw error;
+  }
 
   return {
     server: front,
@@ -309,35 +319,25 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
       await done;
     },
     goAway() {
-      for (const session of sessions) session.close();
+      for (const session of deadlines.sessions) session.close();
     },
     async settle(timeoutMs) {
       const deadline = Date.now() + timeoutMs;
-      while (sessions.size > 0 && Date.now() < deadline) {
+      while (deadlines.sessionCount > 0 && Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, Math.min(20, Math.max(1, deadline - Date.now()))));
       }
     },
     destroyAll() {
-      for (const session of sessions) session.destroy();
+      for (const session of deadlines.sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
+      deadlines.stop();
     },
   };
 }
 
 /** Answers an http:// request sent to the TLS port with a 400 that says so, then closes. */
 function refusePlainHttp(socket: Socket): void {
-  // Read (and drop) what the client sends, so closing does not reset the connection before it reads the answer.
-  socket.resume();
-  answerAndClose(socket, new LadderError("bad_request", "this port speaks TLS: use https:// (or wss://)"));
-}
-
-/** Ends a raw socket with an error answer, and cuts it if the peer has not taken the answer in a grace period. */
-function answerAndClose(socket: Duplex, error: LadderError): void {
-  socket.on("error", () => socket.destroy());
-  const guard = setTimeout(() => socket.destroy(), REFUSAL_GRACE_MS);
-  guard.unref();
-  socket.once("close", () => clearTimeout(guard));
-  endWithError(socket, error);
+  endWithError(socket, new LadderError("bad_request", "this port speaks TLS: use https:// (or wss://)"));
 }
 
 /**
@@ -354,7 +354,7 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
     socket.destroy();
     return;
   }
-  answerAndClose(socket, clientErrorFor(error));
+  endWithError(socket, clientErrorFor(error));
 }
 
 function clientErrorFor(error: NodeJS.ErrnoException): LadderError {

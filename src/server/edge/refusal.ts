@@ -36,15 +36,35 @@ export function sendError(res: HubResponse, error: LadderError, extra: Headers =
   sendJson(res, error.status, error.toJSON(), refusalHeaders(error, extra));
 }
 
+/** How long a peer answered on a raw socket may take to read the answer and close before it is cut. */
+export const RAW_ANSWER_GRACE_MS = 5_000;
+
+function destroyThis(this: Duplex): void {
+  this.destroy();
+}
+
+function destroySocket(socket: Duplex): void {
+  socket.destroy();
+}
+
 /**
  * Renders a refusal on a raw socket as a whole HTTP/1.1 response and closes it once the answer is flushed:
- * end(), not write() then destroy(), which can drop the bytes on a TLS socket.
+ * end(), not write() then destroy(), which can drop the bytes on a TLS socket. Such sockets are
+ * half-open-capable (node:http's are), so end() alone waits for the peer's FIN: a peer that never sends it
+ * would hold the socket for ever. What the peer still sends is read and dropped (so its FIN is seen, and
+ * closing does not reset the connection before it reads the answer), and the socket is cut after a grace
+ * period whatever the peer does.
  */
 export function endWithError(socket: Duplex, error: LadderError, extra: Headers = {}): void {
   if (!socket.writable) {
     socket.destroy();
     return;
   }
+  socket.on("error", destroyThis);
+  const guard = setTimeout(destroySocket, RAW_ANSWER_GRACE_MS, socket);
+  guard.unref();
+  socket.once("close", () => clearTimeout(guard));
+  socket.resume();
   const body = JSON.stringify(error.toJSON());
   const headers = Object.entries(refusalHeaders(error, extra))
     .map(([name, value]) => `${name}: ${value}\r\n`)
