@@ -10,13 +10,12 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import { connect as h2connect, constants as h2constants } from "node:http2";
-import https from "node:https";
 import net from "node:net";
 import { after, before, describe, test, type TestContext } from "node:test";
-import tls from "node:tls";
 import { WebSocket } from "ws";
 import type { RunningServer, ServeOptions } from "../src/index.js";
 import { heapAfterGc, mb, settle } from "./helpers/heap.js";
+import { publishOnce, rawHttp1, type Raw } from "./helpers/raw.js";
 import { joinedWs, openSse, startHub, type SseStream } from "./helpers/server.js";
 
 const LIMITS = { maxHeaderBytes: 4096, headersTimeoutMs: 600, requestTimeoutMs: 1200 } as const;
@@ -25,33 +24,6 @@ const LATE_MS = 3000;
 const FLOOD_ADDRESS = "127.0.0.2";
 const noop = (): void => {};
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-interface Raw {
-  readonly socket: net.Socket;
-  readonly text: () => string;
-  /** Ms from the connection being ready (TLS: handshake done) to its close. */
-  readonly closed: Promise<number>;
-}
-
-/** An HTTP/1.1 connection we write by hand, over TLS (ALPN http/1.1) when the URL is https. */
-function rawHttp1(url: string, options: { handshake?: boolean; localAddress?: string } = {}): Promise<Raw> {
-  const { hostname, port, protocol } = new URL(url);
-  const secure = protocol === "https:" && options.handshake !== false;
-  const socket = secure
-    ? tls.connect({ host: hostname, port: Number(port), rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] })
-    : net.connect({ host: hostname, port: Number(port), ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
-  socket.on("error", noop);
-  let received = "";
-  socket.on("data", (chunk: Buffer) => (received += chunk.toString("latin1")));
-  return new Promise((resolve, reject) => {
-    socket.once(secure ? "secureConnect" : "connect", () => {
-      const readyAt = Date.now();
-      const closed = new Promise<number>((done) => socket.once("close", () => done(Date.now() - readyAt)));
-      resolve({ socket, text: () => received, closed });
-    });
-    socket.once("close", () => reject(new Error("closed before it was ready")));
-  });
-}
 
 /** Writes `lines` one every `everyMs` until the socket closes. */
 function trickle(socket: net.Socket, first: string, line: string, everyMs: number): void {
@@ -63,25 +35,6 @@ function trickle(socket: net.Socket, first: string, line: string, everyMs: numbe
 function assertCutInTime(elapsed: number, limitMs: number, what: string): void {
   assert.ok(elapsed >= limitMs * 0.9, `${what}: closed after ${elapsed} ms, before its ${limitMs} ms limit`);
   assert.ok(elapsed <= limitMs + LATE_MS, `${what}: still open ${elapsed} ms after it began (limit ${limitMs} ms)`);
-}
-
-/**
- * Publishes on a connection of its own that closes after the answer (so the hub's socket count is only
- * the subscribers'); over TLS the hub's self-signed certificate is not checked.
- */
-function publishOnce(url: string, channel: string, data: unknown): Promise<string> {
-  const body = JSON.stringify({ channel, data });
-  const request = url.startsWith("https:") ? https.request : http.request;
-  return new Promise((resolve, reject) => {
-    const headers = { "content-type": "application/json", connection: "close" };
-    const req = request(`${url}/api/messages`, { method: "POST", headers, agent: false, rejectUnauthorized: false }, (res) => {
-      let text = "";
-      res.on("data", (chunk: Buffer) => (text += chunk));
-      res.on("end", () => (res.statusCode === 201 ? resolve((JSON.parse(text) as { id: string }).id) : reject(new Error(`publish: ${res.statusCode} ${text}`))));
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
 }
 
 const MODES: ReadonlyArray<{ name: string; options: ServeOptions; h2: boolean }> = [
