@@ -29,6 +29,8 @@ const RAW_ANSWER_GRACE_MS = 5000;
  */
 const NODE_KEEP_ALIVE_BUFFER_MS = 1000;
 const noop = (): void => {};
+/** A test waits on closes and answers that may never come when a bound is broken: it fails, not hangs. */
+const BOUNDED = { timeout: 15_000 } as const;
 
 function assertCutInTime(elapsed: number, limitMs: number, what: string): void {
   assert.ok(elapsed >= limitMs * 0.9, `${what}: closed after ${elapsed} ms, before its ${limitMs} ms limit`);
@@ -75,7 +77,7 @@ for (const mode of MODES) {
       await running.close();
     });
 
-    test("a connection that sends nothing, one byte, or half a request line gets 408 and is closed at headersTimeoutMs", async () => {
+    test("a connection that sends nothing, one byte, or half a request line gets 408 and is closed at headersTimeoutMs", BOUNDED, async () => {
       const probes: ReadonlyArray<readonly [string, string]> = [
         ["nothing", ""],
         ["one byte", "G"],
@@ -93,7 +95,7 @@ for (const mode of MODES) {
     });
 
     if (mode.front) {
-      test("on the first-bytes front: nothing, or a prefix that does not yet say the protocol, is cut at headersTimeoutMs from the accept", async () => {
+      test("on the first-bytes front: nothing, or a prefix that does not yet say the protocol, is cut at headersTimeoutMs from the accept", BOUNDED, async () => {
         const probes: Array<Promise<void>> = [];
         const probe = (what: string, send: (socket: net.Socket) => void): void => {
           probes.push(
@@ -119,7 +121,7 @@ for (const mode of MODES) {
       });
     }
 
-    test("an idle keep-alive connection is closed keepAliveTimeoutMs (+ node's second) after its last answer", async () => {
+    test("an idle keep-alive connection is closed keepAliveTimeoutMs (+ node's second) after its last answer", BOUNDED, async () => {
       const raw = await rawHttp1(running.url);
       const answered = new Promise<number>((resolve) => raw.socket.once("data", () => resolve(Date.now())));
       raw.socket.write(`GET /api/messages?channel=${channel}&since=0 HTTP/1.1\r\nhost: hub\r\n\r\n`);
@@ -130,7 +132,7 @@ for (const mode of MODES) {
       assertCutInTime(Date.now() - answeredAt, LIMITS.keepAliveTimeoutMs + NODE_KEEP_ALIVE_BUFFER_MS, "idle keep-alive connection");
     });
 
-    test("a long-poll held past keepAliveTimeoutMs and requestTimeoutMs is answered, not cut", async () => {
+    test("a long-poll held past keepAliveTimeoutMs and requestTimeoutMs is answered, not cut", BOUNDED, async () => {
       const held = async (get: () => Promise<{ status: number; body: string }>, what: string): Promise<void> => {
         const startedAt = Date.now();
         const { status, body } = await get();
@@ -159,7 +161,7 @@ for (const mode of MODES) {
     });
 
     if (mode.h2) {
-      test("an HTTP/2 connection whose streams have all ended gets GOAWAY and is closed at keepAliveTimeoutMs", async () => {
+      test("an HTTP/2 connection whose streams have all ended gets GOAWAY and is closed at keepAliveTimeoutMs", BOUNDED, async () => {
         const client = await connectH2(running.url);
         const goaway = new Promise<number>((resolve) => client.session.once("goaway", (code) => resolve(code)));
         const closed = new Promise<void>((resolve) => client.session.once("close", () => resolve()));
@@ -170,7 +172,7 @@ for (const mode of MODES) {
         assertCutInTime(Date.now() - answeredAt, LIMITS.keepAliveTimeoutMs, "idle HTTP/2 connection");
       });
 
-      test("an HTTP/2 request body that never ends gets 408 at requestTimeoutMs; the connection goes on", async () => {
+      test("an HTTP/2 request body that never ends gets 408 at requestTimeoutMs; the connection goes on", BOUNDED, async () => {
         const client = await connectH2(running.url);
         const stream = client.session.request({ ":method": "POST", ":path": "/api/messages", "content-type": "application/json" });
         const openedAt = Date.now();
@@ -190,7 +192,7 @@ for (const mode of MODES) {
       });
     }
 
-    test("meanwhile the SSE streams and the WebSocket received every message in order, and are still open", async () => {
+    test("meanwhile the SSE streams and the WebSocket received every message in order, and are still open", BOUNDED, async () => {
       const ids: string[] = [];
       for (let i = 0; i < 5; i++) ids.push(await publishOnce(running.url, channel, { i }));
       const sseIds = (): string[] =>
@@ -212,7 +214,7 @@ for (const mode of MODES) {
 }
 
 describe("a refused upgrade whose peer neither reads its answer nor closes", () => {
-  test("is cut a grace period after the answer, over every HTTP/1.1 listener", async () => {
+  test("is cut a grace period after the answer, over every HTTP/1.1 listener", BOUNDED, async () => {
     const refusals = [
       "GET /not-the-hub HTTP/1.1\r\nhost: hub\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
       "GET /api/ws HTTP/1.1\r\nhost: hub\r\norigin: https://evil.example\r\nconnection: upgrade\r\nupgrade: websocket\r\n" +
