@@ -33,11 +33,15 @@ test("precedence: flag > environment > config file > default", () => {
   assert.equal(fromEnvOnly.heartbeatMs, 2500);
   assert.equal(fromEnvOnly.slowConsumer, "latest");
   assert.equal(resolveSettings({}, {}).port, undefined, "default left to serve()");
-  const limits = resolveSettings({ "trust-proxy": "loopback, 10.0.0.0/8", "headers-timeout": "2.5" }, { LADDER_REQUEST_TIMEOUT: "20", LADDER_MAX_HEADER_BYTES: "8192" });
+  const limits = resolveSettings(
+    { "trust-proxy": "loopback, 10.0.0.0/8", "headers-timeout": "2.5", "keep-alive-timeout": "65" },
+    { LADDER_REQUEST_TIMEOUT: "20", LADDER_MAX_HEADER_BYTES: "8192" },
+  );
   assert.deepEqual(limits.trustProxy, ["loopback", "10.0.0.0/8"]);
   assert.equal(limits.headersTimeoutMs, 2500);
   assert.equal(limits.requestTimeoutMs, 20_000);
   assert.equal(limits.maxHeaderBytes, 8192);
+  assert.equal(limits.keepAliveTimeoutMs, 65_000);
 });
 
 test("bad settings are refused with a clear message and exit code 2", () => {
