@@ -15,7 +15,7 @@ import { after, before, describe, test, type TestContext } from "node:test";
 import { WebSocket } from "ws";
 import type { RunningServer, ServeOptions } from "../src/index.js";
 import { heapAfterGc, mb, settle } from "./helpers/heap.js";
-import { publishOnce, rawHttp1, type Raw } from "./helpers/raw.js";
+import { publishOnce, rawHttp1, rawSse, rawSseIds, type Raw } from "./helpers/raw.js";
 import { joinedWs, openSse, startHub, type SseStream } from "./helpers/server.js";
 
 const LIMITS = { maxHeaderBytes: 4096, headersTimeoutMs: 600, requestTimeoutMs: 1200 } as const;
@@ -54,10 +54,7 @@ for (const mode of MODES) {
     before(async () => {
       running = await startHub({ ...mode.options, ...LIMITS });
       bystander = await joinedWs(running.url, channel);
-      // An SSE stream written by hand: its request is complete, so requestTimeout must not end its response.
-      sse = await rawHttp1(running.url);
-      sse.socket.write(`GET /api/stream?channel=${channel} HTTP/1.1\r\nhost: hub\r\naccept: text/event-stream\r\n\r\n`);
-      await settle(() => sse.text().includes("event: ready"), 5000);
+      sse = await rawSse(running.url, channel);
     });
 
     after(async () => {
@@ -146,13 +143,7 @@ for (const mode of MODES) {
       for (let i = 0; i < 5; i++) ids.push(await publishOnce(running.url, channel, { i }));
       await settle(() => bystander.ids.length >= 5 && ids.every((id) => sse.text().includes(`id: ${id}\n`)), 5000);
       assert.deepEqual(bystander.ids, ids);
-      // Message events only: the `ready` event carries the stream's starting cursor as its id.
-      const sseIds = sse
-        .text()
-        .split("\n\n")
-        .filter((event) => !event.includes("event: ready"))
-        .flatMap((event) => [...event.matchAll(/^id: (.+)$/gm)].map((m) => m[1]));
-      assert.deepEqual(sseIds, ids);
+      assert.deepEqual(rawSseIds(sse), ids);
       assert.equal(sse.socket.destroyed, false, "the SSE stream is still open");
     });
   });

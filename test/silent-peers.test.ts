@@ -15,7 +15,7 @@ import { WebSocket } from "ws";
 import type { RunningServer, ServeOptions } from "../src/index.js";
 import { connectH2, type H2Client, type H2Sse } from "./helpers/h2.js";
 import { settle } from "./helpers/heap.js";
-import { publishOnce, rawHttp1, type Raw } from "./helpers/raw.js";
+import { publishOnce, rawHttp1, rawSse, rawSseIds, type Raw } from "./helpers/raw.js";
 import { joinedWs, sleep, startHub } from "./helpers/server.js";
 
 const LIMITS = { headersTimeoutMs: 500, requestTimeoutMs: 1000, keepAliveTimeoutMs: 1000 } as const;
@@ -59,9 +59,7 @@ for (const mode of MODES) {
     before(async () => {
       running = await startHub({ ...mode.options, ...LIMITS });
       ws = await joinedWs(running.url, channel);
-      sse = await rawHttp1(running.url);
-      sse.socket.write(`GET /api/stream?channel=${channel} HTTP/1.1\r\nhost: hub\r\naccept: text/event-stream\r\n\r\n`);
-      await settle(() => sse.text().includes("event: ready"), 5000);
+      sse = await rawSse(running.url, channel);
       if (mode.h2) {
         const client = await connectH2(running.url);
         const stream = client.sse(`/api/stream?channel=${channel}`);
@@ -195,12 +193,7 @@ for (const mode of MODES) {
     test("meanwhile the SSE streams and the WebSocket received every message in order, and are still open", BOUNDED, async () => {
       const ids: string[] = [];
       for (let i = 0; i < 5; i++) ids.push(await publishOnce(running.url, channel, { i }));
-      const sseIds = (): string[] =>
-        sse
-          .text()
-          .split("\n\n")
-          .filter((event) => !event.includes("event: ready"))
-          .flatMap((event) => [...event.matchAll(/^id: (.+)$/gm)].map((m) => m[1]!));
+      const sseIds = (): string[] => rawSseIds(sse);
       const h2Ids = (): string[] => (h2 ? h2.sse.events.filter((e) => e.event !== "ready").map((e) => e.id!) : ids);
       await settle(() => ws.ids.length >= 5 && sseIds().length >= 5 && h2Ids().length >= 5, 5000);
       assert.deepEqual(ws.ids, ids, "WebSocket");

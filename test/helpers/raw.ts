@@ -34,6 +34,30 @@ export function rawHttp1(url: string, options: { handshake?: boolean; localAddre
 }
 
 /**
+ * An SSE stream written by hand, ready (its `ready` event received). Its request is complete, so
+ * requestTimeout must not end its response.
+ */
+export async function rawSse(url: string, channel: string): Promise<Raw> {
+  const raw = await rawHttp1(url);
+  raw.socket.write(`GET /api/stream?channel=${channel} HTTP/1.1\r\nhost: hub\r\naccept: text/event-stream\r\n\r\n`);
+  const deadline = Date.now() + 5000;
+  while (!raw.text().includes("event: ready")) {
+    if (Date.now() > deadline) throw new Error(`no ready event in ${JSON.stringify(raw.text())}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return raw;
+}
+
+/** The ids of the message events a {@link rawSse} stream received; the `ready` event carries the starting cursor as its id. */
+export function rawSseIds(raw: Raw): string[] {
+  return raw
+    .text()
+    .split("\n\n")
+    .filter((event) => !event.includes("event: ready"))
+    .flatMap((event) => [...event.matchAll(/^id: (.+)$/gm)].map((m) => m[1]!));
+}
+
+/**
  * Publishes on a connection of its own that closes after the answer (so the hub's socket count is only
  * the subscribers'); over TLS the hub's self-signed certificate is not checked.
  */

@@ -40,7 +40,7 @@ export class Deadlines {
   readonly #unrouted = new Map<Socket, number>();
   readonly #sessions = new Map<Http2Session, SessionState>();
   readonly #bodies = new Map<ServerHttp2Stream, number>();
-  /** One listener for every stream's body end: the stream is `this`, no closure per stream. */
+  /** One listener for every stream's close: the stream is `this`, no closure per stream. */
   readonly #bodyDone: (this: ServerHttp2Stream) => void;
   readonly #timer: NodeJS.Timeout;
 
@@ -92,13 +92,13 @@ export class Deadlines {
     if (state) {
       state.streams++;
       state.streamed = true;
-      stream.once("close", state.streamClosed);
+      // on, not once: a stream closes once, and once() would wrap the listener in a closure per stream.
+      stream.on("close", state.streamClosed);
     }
     // A request with a body: END_STREAM did not come with its headers.
     if (!stream.endAfterHeaders) {
       this.#bodies.set(stream, Date.now());
-      stream.once("end", this.#bodyDone);
-      stream.once("close", this.#bodyDone);
+      stream.on("close", this.#bodyDone);
     }
   }
 
@@ -135,7 +135,8 @@ export class Deadlines {
 
 /** A request body that did not arrive in time: 408 when no answer has begun, and the stream goes. */
 function timeOutBody(stream: ServerHttp2Stream): void {
-  if (stream.destroyed) return;
+  // The whole body came (END_STREAM), whether or not the hub has read it yet: nothing is owed by the peer.
+  if (stream.destroyed || stream.state.remoteClose) return;
   if (!stream.headersSent) {
     const error = new LadderError("request_timeout", "request not received in time");
     const body = JSON.stringify(error.toJSON());
