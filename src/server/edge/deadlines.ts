@@ -108,8 +108,10 @@ export class Deadlines {
 
   #sweep(now: number): void {
     const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.#limits;
+    // Maps iterate in insertion order, which is start order here: the first one not due ends the walk, so
+    // a sweep costs what expires (plus one), not every connection or publish in flight.
     for (const [socket, since] of this.#unrouted) {
-      if (now - since < headersTimeoutMs) continue;
+      if (now - since < headersTimeoutMs) break;
       this.#unrouted.delete(socket);
       socket.destroy();
     }
@@ -126,7 +128,7 @@ export class Deadlines {
       }
     }
     for (const [stream, since] of this.#bodies) {
-      if (now - since < requestTimeoutMs) continue;
+      if (now - since < requestTimeoutMs) break;
       this.#bodies.delete(stream);
       timeOutBody(stream);
     }
