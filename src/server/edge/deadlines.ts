@@ -32,7 +32,8 @@ interface SessionState {
   idleSince: number;
   /** When it was sent GOAWAY for idleness; 0 before. */
   goAwaySince: number;
-  readonly streamClosed: () => void;
+  /** Each stream's one close listener (the stream is `this`): counts it out, and its body deadline with it. */
+  readonly streamClosed: (this: ServerHttp2Stream) => void;
 }
 
 export class Deadlines {
@@ -40,7 +41,7 @@ export class Deadlines {
   readonly #unrouted = new Map<Socket, number>();
   readonly #sessions = new Map<Http2Session, SessionState>();
   readonly #bodies = new Map<ServerHttp2Stream, number>();
-  /** One listener for every stream's close: the stream is `this`, no closure per stream. */
+  /** The close listener of a stream whose session is not tracked (none should be): drops its body deadline. */
   readonly #bodyDone: (this: ServerHttp2Stream) => void;
   readonly #timer: NodeJS.Timeout;
 
@@ -74,12 +75,14 @@ export class Deadlines {
   }
 
   session(session: Http2Session): void {
+    const bodies = this.#bodies;
     const state: SessionState = {
       streams: 0,
       streamed: false,
       idleSince: Date.now(),
       goAwaySince: 0,
-      streamClosed: () => {
+      streamClosed(this: ServerHttp2Stream) {
+        bodies.delete(this);
         if (--state.streams === 0) state.idleSince = Date.now();
       },
     };
@@ -89,17 +92,14 @@ export class Deadlines {
 
   stream(stream: ServerHttp2Stream): void {
     const state = stream.session && this.#sessions.get(stream.session);
+    // One listener per stream, shared by all (`on`: once() would wrap it in a closure per stream).
+    stream.on("close", state ? state.streamClosed : this.#bodyDone);
     if (state) {
       state.streams++;
       state.streamed = true;
-      // on, not once: a stream closes once, and once() would wrap the listener in a closure per stream.
-      stream.on("close", state.streamClosed);
     }
     // A request with a body: END_STREAM did not come with its headers.
-    if (!stream.endAfterHeaders) {
-      this.#bodies.set(stream, Date.now());
-      stream.on("close", this.#bodyDone);
-    }
+    if (!stream.endAfterHeaders) this.#bodies.set(stream, Date.now());
   }
 
   stop(): void {
