@@ -13,6 +13,7 @@ import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
 import { WebSocket } from "ws";
 import type { RunningServer, ServeOptions } from "../src/index.js";
+import { RAW_ANSWER_GRACE_MS } from "../src/server/edge/http.js";
 import { connectH2, type H2Client, type H2Sse } from "./helpers/h2.js";
 import { settle } from "./helpers/heap.js";
 import { publishOnce, rawHttp1, rawSse, rawSseIds, type Raw } from "./helpers/raw.js";
@@ -21,8 +22,6 @@ import { joinedWs, sleep, startHub } from "./helpers/server.js";
 const LIMITS = { headersTimeoutMs: 500, requestTimeoutMs: 1000, keepAliveTimeoutMs: 1000 } as const;
 /** The issue's bound: closed within the limit plus one second. */
 const LATE_MS = 1000;
-/** How long a peer answered on a raw socket may take to read and close (RAW_ANSWER_GRACE_MS in edge/http.ts). */
-const RAW_ANSWER_GRACE_MS = 5000;
 /**
  * node:http closes an idle keep-alive connection this long after the timeout it announces in
  * `Keep-Alive: timeout=`, so that the client, told the shorter figure, closes first.
