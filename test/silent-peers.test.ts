@@ -13,7 +13,7 @@ import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
 import { WebSocket } from "ws";
 import type { RunningServer, ServeOptions } from "../src/index.js";
-import { RAW_ANSWER_GRACE_MS } from "../src/server/edge/http.js";
+import { RAW_ANSWER_GRACE_MS } from "../src/server/edge/refusal.js";
 import { connectH2, type H2Client, type H2Sse } from "./helpers/h2.js";
 import { settle } from "./helpers/heap.js";
 import { publishOnce, rawHttp1, rawSse, rawSseIds, type Raw } from "./helpers/raw.js";
