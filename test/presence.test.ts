@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { createBus, MemoryBus, type BusHandler, type PresenceBus } from "../src/server/presence/bus.js";
-import type { PresenceEvent } from "../src/server/presence/member.js";
+import type { PresenceEvent } from "../src/protocol/index.js";
 import { Presence, type PresenceOptions } from "../src/server/presence/presence.js";
 import { brokerAvailable, NATS_URL, REDIS_URL } from "./helpers/brokers.js";
 import { sleep } from "./helpers/server.js";

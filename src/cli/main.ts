@@ -51,7 +51,9 @@ async function runServe(args: string[]): Promise<void> {
   const logger = pino({ level: settings.logLevel, base: undefined });
   // The demo page and its publisher (POST /demo/publisher), only when the demo is on.
   const demo = settings.demo === false ? null : new DemoPublisher();
-  const running = await serve({ ...settings, logger, fallback: demo ? demoRoutes(demo, staticFiles()) : undefined }).catch((error: unknown) => {
+  // The demo's chat shows who is in the room; its anonymous tabs may name themselves (info, unverified).
+  const presence = settings.presence ?? (demo ? { channels: ["demo.*"], anonymousInfo: true } : undefined);
+  const running = await serve({ ...settings, presence, logger, fallback: demo ? demoRoutes(demo, staticFiles()) : undefined }).catch((error: unknown) => {
     // serve() refuses bad options (a certificate that does not parse, a key that does not fit) with a TypeError.
     throw error instanceof TypeError ? new SettingsError(error.message) : error;
   });

@@ -15,7 +15,16 @@ type Kind = "int" | "seconds" | "string" | "policy" | "bool";
  * What the table fills in: serve options, plus the TLS file names and switch that resolveSettings turns
  * into the one `tls` option once every source has been read.
  */
-type Target = Mutable<ServeOptions> & { logLevel?: string; demo?: boolean; tlsCertFile?: string; tlsKeyFile?: string; tlsSelfSigned?: boolean; authConfigFile?: string };
+type Target = Mutable<ServeOptions> & {
+  logLevel?: string;
+  demo?: boolean;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  tlsSelfSigned?: boolean;
+  authConfigFile?: string;
+  presenceLeaveDelayMs?: number;
+  presenceNodeTimeoutMs?: number;
+};
 
 interface Setting {
   readonly flag: string;
@@ -60,6 +69,9 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "keep-alive-timeout", env: "LADDER_KEEP_ALIVE_TIMEOUT", key: "keepAliveTimeout", kind: "seconds", help: "close a connection idle between requests (HTTP/2: with no open stream) after this long; behind a load balancer, above its idle timeout, seconds", fallback: String(DEFAULT_REQUEST_LIMITS.keepAliveTimeoutMs / 1000), apply: (t, v) => (t.keepAliveTimeoutMs = ms(v as number)) },
   { flag: "trust-proxy", env: "LADDER_TRUST_PROXY", key: "trustProxy", kind: "string", help: "comma-separated proxies (addresses, CIDR ranges, loopback, private) whose X-Forwarded-For names the client for per-IP limits", fallback: "none", apply: (t, v) => (t.trustProxy = (v as string).split(",").map((entry) => entry.trim()).filter((entry) => entry !== "")) },
   { flag: "auth-config", env: "LADDER_AUTH_CONFIG", key: "authConfig", kind: "string", help: "JSON file with rules, defaults, jwt, apiKeys, allowedOrigins, cors, limits (docs/security.md)", fallback: "none (anyone may do anything)", apply: (t, v) => (t.authConfigFile = v as string) },
+  { flag: "presence", env: "LADDER_PRESENCE", key: "presence", kind: "string", help: "comma-separated channel patterns with presence (who is in, joins and leaves), e.g. chat.*", fallback: "none (demo.* when the demo is on)", apply: (t, v) => (t.presence = (v as string).split(",").map((entry) => entry.trim()).filter((entry) => entry !== "")) },
+  { flag: "presence-leave-delay", env: "LADDER_PRESENCE_LEAVE_DELAY", key: "presenceLeaveDelay", kind: "seconds", help: "a member leaves this long after its last connection ended (reconnect grace), seconds", fallback: "5", apply: (t, v) => (t.presenceLeaveDelayMs = ms(v as number)) },
+  { flag: "presence-node-timeout", env: "LADDER_PRESENCE_NODE_TIMEOUT", key: "presenceNodeTimeout", kind: "seconds", help: "a node not heard from this long is dead and its members leave, seconds", fallback: "15", apply: (t, v) => (t.presenceNodeTimeoutMs = ms(v as number)) },
   { flag: "metrics", env: "LADDER_METRICS", key: "metrics", kind: "bool", help: "serve Prometheus metrics at /metrics (anyone reaching the port can read them)", fallback: "false", apply: (t, v) => (t.metrics = v as boolean) },
   { flag: "demo", env: "LADDER_DEMO", key: "demo", kind: "bool", help: "serve the demo page at / and the browser client at /ladder-client.js; --no-demo to turn off", fallback: "true", apply: (t, v) => (t.demo = v as boolean) },
   { flag: "log-level", env: "LADDER_LOG_LEVEL", key: "logLevel", kind: "string", help: "fatal | error | warn | info | debug | silent", fallback: "info", apply: (t, v) => (t.logLevel = v as string) },
@@ -177,7 +189,11 @@ export function resolveSettings(flags: Record<string, string | boolean | undefin
     else if (fromEnv !== undefined && fromEnv !== "") setting.apply(target, convert(setting, fromEnv, setting.env));
     else if (fromConfig !== undefined) setting.apply(target, convert(setting, fromConfig, `config ${setting.key}`));
   }
-  const { tlsCertFile, tlsKeyFile, tlsSelfSigned, authConfigFile, logLevel, ...options } = target;
+  const { tlsCertFile, tlsKeyFile, tlsSelfSigned, authConfigFile, logLevel, presenceLeaveDelayMs, presenceNodeTimeoutMs, ...options } = target;
+  if (Array.isArray(options.presence)) {
+    const channels = options.presence as readonly string[];
+    options.presence = { channels, ...(presenceLeaveDelayMs !== undefined ? { leaveDelayMs: presenceLeaveDelayMs } : {}), ...(presenceNodeTimeoutMs !== undefined ? { nodeTimeoutMs: presenceNodeTimeoutMs } : {}) };
+  }
   if (authConfigFile) Object.assign(options, readAuthConfig(authConfigFile));
   if (tlsSelfSigned && (tlsCertFile || tlsKeyFile)) throw new SettingsError("tls-self-signed and tls-cert/tls-key exclude each other");
   if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) throw new SettingsError("tls-cert and tls-key go together");

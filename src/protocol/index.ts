@@ -5,3 +5,4 @@ export * from "./messages.js";
 export * from "./cursor.js";
 export * from "./sse.js";
 export * from "./transports.js";
+export * from "./presence.js";

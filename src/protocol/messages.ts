@@ -1,4 +1,5 @@
 /** Message shapes on the wire. Pure types and constructors: safe for the browser. */
+import type { Member } from "./presence.js";
 import type { ErrorCode } from "./errors.js";
 import type { MessageId } from "./ids.js";
 
@@ -48,7 +49,10 @@ export type ServerFrame =
   /** The token was accepted; `expiresAt` (ms since the epoch) is when the connection closes 4001 unless refreshed again. */
   | { readonly type: "authed"; readonly ref?: string | number; readonly sub: string | null; readonly expiresAt: number | null }
   | { readonly type: "gap"; readonly room: string; readonly reason: GapReason; readonly since: MessageId; readonly resume: MessageId }
-  | { readonly type: "error"; readonly code: ErrorCode; readonly message: string; readonly ref?: string | number };
+  | { readonly type: "error"; readonly code: ErrorCode; readonly message: string; readonly ref?: string | number }
+  /** A channel's members: the answer to a `presence` frame, and the first frame after a join with `presence: true`. */
+  | { readonly type: "presence"; readonly room: string; readonly members: readonly Member[]; readonly count: number; readonly ref?: string | number }
+  | { readonly type: "join" | "leave"; readonly room: string; readonly member: Member };
 
 /** The envelope a multi-channel SSE stream puts in `data:` so each event says where it came from. */
 export interface StreamEnvelope<T = unknown> {

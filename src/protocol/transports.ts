@@ -8,7 +8,8 @@ export interface HubPaths {
   readonly messages: string;
   readonly stream: string;
   readonly websocket: string;
+  readonly presence: string;
 }
 
 /** The hub's paths unless configured otherwise, and so the client's, the CLI's and the demo's. */
-export const DEFAULT_PATHS: HubPaths = { messages: "/api/messages", stream: "/api/stream", websocket: "/api/ws" };
+export const DEFAULT_PATHS: HubPaths = { messages: "/api/messages", stream: "/api/stream", websocket: "/api/ws", presence: "/api/presence" };

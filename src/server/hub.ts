@@ -27,6 +27,10 @@ import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
 import { parseSseRequest, SseConnection } from "./transports/sse.js";
 import type { Connection, TransportKind } from "./transports/transport.js";
 import { WebSocketConnection } from "./transports/websocket.js";
+import { MemoryBus, createBus, type PresenceBus } from "./presence/bus.js";
+import { identityFor, type Identity } from "./presence/member.js";
+import { Presence } from "./presence/presence.js";
+import { presenceEnabled } from "./options.js";
 
 export type NextFunction = (error?: unknown) => void;
 
@@ -48,6 +52,9 @@ export class Hub {
   readonly logger: Logger;
   /** Prometheus metrics, served at `/metrics`; null unless the `metrics` option is on. */
   readonly metrics: HubMetrics | null;
+  /** Who is in each presence channel, across nodes; null unless the `presence` option names channels. */
+  readonly presence: Presence | null;
+  readonly #presenceBus: Promise<PresenceBus> | null;
   readonly #ownsEngine: boolean;
   readonly #fanout: Fanout;
   readonly #context: TransportContext;
@@ -88,7 +95,20 @@ export class Hub {
           engineName: this.engine.name,
         })
       : null;
-    this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options };
+    if (options.presence) {
+      // Nodes sharing a broker share presence through it; an engine given as an object is taken for one node.
+      const bus = typeof options.engine === "string" ? createBus(options.engine, { logger: this.logger }) : Promise.resolve<PresenceBus>(new MemoryBus());
+      bus.catch((error: unknown) => this.logger.warn({ err: error }, "presence: could not connect its bus"));
+      this.#presenceBus = bus;
+      const { leaveDelayMs, nodeTimeoutMs } = options.presence;
+      // Heartbeats at least four times per timeout: a dead node's members leave within about 1.25 timeouts.
+      const heartbeatMs = Math.min(3000, Math.max(50, Math.floor(nodeTimeoutMs / 4)));
+      this.presence = new Presence({ bus, leaveDelayMs, nodeTimeoutMs, heartbeatMs, logger: this.logger });
+    } else {
+      this.#presenceBus = null;
+      this.presence = null;
+    }
+    this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options, presence: this.presence };
     // Room for the frame's own fields around the data, which publish() bounds by maxMessageBytes.
     const maxPayload = this.options.maxMessageBytes + FRAME_OVERHEAD_BYTES;
     this.#wss = new WebSocketServer({ noServer: true, maxPayload, clientTracking: false });
@@ -138,7 +158,16 @@ export class Hub {
             ws.terminate();
             return;
           }
-          const connection = new WebSocketConnection(this.#context, ws, socket, (channel, data) => this.publish(channel, data), this.#access, principal, ip);
+          let identity: Identity | null = null;
+          if (this.presence) {
+            try {
+              identity = this.#identity(principal, url.searchParams.get("client"), url.searchParams.get("info"));
+            } catch {
+              // A malformed client id or info on the upgrade: the connection works, listed under an id of the hub's.
+              identity = this.#identity(principal, null, null);
+            }
+          }
+          const connection = new WebSocketConnection(this.#context, ws, socket, (channel, data) => this.publish(channel, data), this.#access, principal, ip, identity);
           this.#register(connection, release);
           connection.start();
         });
@@ -207,6 +236,10 @@ export class Hub {
     for (const timer of this.#timers) clearInterval(timer);
     for (const connection of [...this.#connections]) connection.destroy();
     this.#wss.close();
+    if (this.presence) {
+      await this.presence.close();
+      await (await this.#presenceBus!.catch(() => null))?.close();
+    }
     if (this.#ownsEngine) await this.engine.close();
   }
 
@@ -272,7 +305,7 @@ export class Hub {
     const { paths } = this.options;
     const method = req.method ?? "GET";
     const cors = this.options.cors;
-    if (cors && (url.pathname === paths.messages || url.pathname === paths.stream) && applyCors(req, res, cors)) return;
+    if (cors && (url.pathname === paths.messages || url.pathname === paths.stream || url.pathname === paths.presence) && applyCors(req, res, cors)) return;
     if (this.metrics && url.pathname === METRICS_PATH) {
       if (method !== "GET" && method !== "HEAD") return this.#methodNotAllowed(req, res, "GET, HEAD");
       return this.#sendMetrics(res, this.metrics);
@@ -285,6 +318,9 @@ export class Hub {
       case paths.stream:
         if (method === "GET") return this.#stream(req, res, url);
         return this.#methodNotAllowed(req, res, "GET");
+      case paths.presence:
+        if (method === "GET" || method === "HEAD") return this.#presenceRequest(req, res, url);
+        return this.#methodNotAllowed(req, res, "GET, HEAD");
       case paths.websocket:
         this.#refuse(res, new LadderError("bad_request", "this endpoint needs a WebSocket upgrade"), { upgrade: "websocket" });
         return;
@@ -344,17 +380,36 @@ export class Hub {
 
   async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     const request = parsePollRequest(url, this.#context);
-    const principal = this.#access.principalFor(req, url);
-    this.#access.check(principal instanceof Promise ? await principal : principal, "subscribe", request.channel);
+    const found = this.#access.principalFor(req, url);
+    const principal = found instanceof Promise ? await found : found;
+    this.#access.check(principal, "subscribe", request.channel);
+    // A poller that names its client is listed while it polls: the leave delay bridges one poll to the next.
+    const client = url.searchParams.get("client");
+    const identity = client !== null && this.presence && presenceEnabled(this.options, request.channel) ? this.#identity(principal, client, url.searchParams.get("info")) : null;
+    const listed = (): (() => void) | null => (identity ? this.presence!.join(request.channel, { ...identity, since: Date.now() }) : null);
     if (request.waitMs === 0 || this.#draining) {
-      await poll(this.#context, request, res);
+      const leave = listed();
+      try {
+        await poll(this.#context, request, res);
+      } finally {
+        leave?.();
+      }
       return;
     }
     const refusal = this.#admit();
     if (refusal) throw refusal;
     const release = this.#slot(req);
+    const leave = listed();
     const held = new LongPoll(this.#context, request, req, res);
-    this.#register(held, release);
+    this.#register(
+      held,
+      leave
+        ? () => {
+            release();
+            leave();
+          }
+        : release,
+    );
     const starting = held.start();
     if (starting) await starting;
   }
@@ -364,12 +419,37 @@ export class Hub {
     const pending = this.#access.principalFor(req, url);
     const principal = pending instanceof Promise ? await pending : pending;
     for (const channel of request.channels) this.#access.check(principal, "subscribe", channel);
+    const identity = this.presence && request.channels.some((channel) => presenceEnabled(this.options, channel)) ? this.#identity(principal, request.client, request.info) : null;
     const refusal = this.#admit();
     if (refusal) throw refusal;
     const release = this.#slot(req);
-    const stream = new SseConnection(this.#context, request, req, res, principal);
+    const stream = new SseConnection(this.#context, request, req, res, principal, identity);
     this.#register(stream, release);
     await stream.start();
+  }
+
+  /** `GET /api/presence?channel=C[&count=1][&limit=N]`: who is in C, on every node; reading needs subscribe permission. */
+  async #presenceRequest(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
+    const channel = checkChannel(url.searchParams.get("channel") ?? DEFAULT_CHANNEL);
+    const found = this.#access.principalFor(req, url);
+    this.#access.check(found instanceof Promise ? await found : found, "subscribe", channel);
+    const presence = this.presence;
+    const settings = this.options.presence;
+    if (!presence || !settings || !presenceEnabled(this.options, channel)) throw new LadderError("not_found", `presence is not enabled for channel ${channel}`);
+    if (url.searchParams.get("count") === "1") {
+      sendJson(res, 200, { channel, count: await presence.count(channel) });
+      return;
+    }
+    const limitText = url.searchParams.get("limit");
+    const limit = limitText === null ? settings.maxMembers : Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > settings.maxMembers) throw new LadderError("bad_limit", `limit must be a whole number from 1 to ${settings.maxMembers}`);
+    const { members, count } = await presence.list(channel, limit);
+    sendJson(res, 200, { channel, members, count });
+  }
+
+  /** Who a connection is in presence lists (see presence/member.ts). */
+  #identity(principal: Principal, client: string | null, info: string | null): Identity {
+    return identityFor(principal, client, info, this.options.presence?.anonymousInfo === true);
   }
 
   #fail(res: HubResponse, error: unknown): void {

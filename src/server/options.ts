@@ -82,7 +82,32 @@ export interface HubOptions {
    * so expose them only where the scraper is (or behind the proxy's access rules).
    */
   readonly metrics?: boolean;
+  /**
+   * Presence (who is in a channel, joins and leaves) for the channels matching these patterns, e.g.
+   * `["chat.*"]`; other channels pay nothing. Or the patterns with settings. Off by default.
+   */
+  readonly presence?: readonly string[] | PresenceSettings;
   readonly logger?: Logger;
+}
+
+export interface PresenceSettings {
+  readonly channels: readonly string[];
+  /** A member leaves this long after its client's last subscription ended (reconnect grace). Default 5000 ms. */
+  readonly leaveDelayMs?: number;
+  /** A node not heard from for this long is taken for dead and its members leave. Default 15000 ms. */
+  readonly nodeTimeoutMs?: number;
+  /** Members listed in one answer (`count` stays exact). Default 1000. */
+  readonly maxMembers?: number;
+  /** Anonymous clients may describe themselves (`info`, at most 256 bytes, unverified). Default false. */
+  readonly anonymousInfo?: boolean;
+}
+
+export interface ResolvedPresence {
+  readonly channels: readonly string[];
+  readonly leaveDelayMs: number;
+  readonly nodeTimeoutMs: number;
+  readonly maxMembers: number;
+  readonly anonymousInfo: boolean;
 }
 
 export interface ResolvedOptions {
@@ -111,6 +136,7 @@ export interface ResolvedOptions {
   readonly limits?: LimitOptions;
   readonly trustProxy?: readonly string[];
   readonly metrics: boolean;
+  readonly presence: ResolvedPresence | null;
   readonly logger: Logger;
 }
 
@@ -130,6 +156,7 @@ export const DEFAULTS: Omit<ResolvedOptions, "logger"> = {
   maxChannelsPerConnection: 32,
   maxBufferedBytes: 1024 * 1024,
   slowConsumer: "disconnect",
+  presence: null,
   channels: [],
   pollMaxLimit: 1000,
   pollDefaultLimit: 100,
@@ -177,6 +204,7 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
       messages: path("messages", options.paths?.messages, DEFAULTS.paths.messages),
       stream: path("stream", options.paths?.stream, DEFAULTS.paths.stream),
       websocket: path("websocket", options.paths?.websocket, DEFAULTS.paths.websocket),
+      presence: path("presence", options.paths?.presence, DEFAULTS.paths.presence),
     },
     historySize: positive("historySize", options.historySize, DEFAULTS.historySize),
     historyMaxAgeMs: positive("historyMaxAgeMs", options.historyMaxAgeMs, DEFAULTS.historyMaxAgeMs),
@@ -201,8 +229,28 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
     ...(options.limits !== undefined ? { limits: options.limits } : {}),
     ...(options.trustProxy !== undefined ? { trustProxy: options.trustProxy } : {}),
     metrics: options.metrics === true,
+    presence: resolvePresence(options.presence),
     logger: options.logger ?? pino({ level: "silent" }),
   };
+}
+
+function resolvePresence(value: HubOptions["presence"]): ResolvedPresence | null {
+  if (value === undefined) return null;
+  const settings: PresenceSettings = Array.isArray(value) ? { channels: value as readonly string[] } : (value as PresenceSettings);
+  if (typeof settings !== "object" || settings === null) throw new TypeError("option presence must be a list of channel patterns or { channels, … }");
+  const channels = strings("presence.channels", settings.channels);
+  if (channels.length === 0) return null;
+  return {
+    channels,
+    leaveDelayMs: positive("presence.leaveDelayMs", settings.leaveDelayMs, 5000, 0),
+    nodeTimeoutMs: positive("presence.nodeTimeoutMs", settings.nodeTimeoutMs, 15_000, 100),
+    maxMembers: positive("presence.maxMembers", settings.maxMembers, 1000),
+    anonymousInfo: settings.anonymousInfo === true,
+  };
+}
+
+export function presenceEnabled(options: ResolvedOptions, channel: string): boolean {
+  return options.presence !== null && options.presence.channels.some((pattern) => channelMatches(pattern, channel));
 }
 
 export function slowConsumerFor(options: ResolvedOptions, channel: string): SlowConsumerPolicy {

@@ -23,6 +23,8 @@ export interface Principal {
   readonly grants: { readonly subscribe: readonly string[]; readonly publish: readonly string[] };
   /** When the token stops being valid, ms since the epoch; null when it does not expire. */
   readonly expiresAt: number | null;
+  /** Public info for presence lists (the token's `ladder.info` claim, at most 1 KiB encoded). */
+  readonly info?: unknown;
 }
 
 export const ANONYMOUS: Principal = { kind: "anonymous", sub: null, grants: { subscribe: [], publish: [] }, expiresAt: null };

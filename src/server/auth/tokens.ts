@@ -42,6 +42,17 @@ function readGrants(payload: JWTPayload): Principal["grants"] {
   return { subscribe: list(claim?.subscribe), publish: list(claim?.publish) };
 }
 
+/** The largest public `info` a token may carry (encoded): every reader of a presence list receives it. */
+export const MAX_INFO_BYTES = 1024;
+
+/** The token's public presence info (`ladder.info`), when it has one small enough to share. */
+function readInfo(payload: JWTPayload): unknown {
+  const info = (payload.ladder as { info?: unknown } | undefined)?.info;
+  if (info === undefined || info === null) return undefined;
+  const encoded = JSON.stringify(info);
+  return encoded !== undefined && Buffer.byteLength(encoded) <= MAX_INFO_BYTES ? info : undefined;
+}
+
 export class TokenVerifier {
   readonly #verifiers: Verifier[] = [];
   readonly #apiKeys: Buffer[];
@@ -90,11 +101,13 @@ export class TokenVerifier {
     for (const verify of this.#verifiers) {
       try {
         const payload = await verify(token);
+        const info = readInfo(payload);
         return {
           kind: "token",
           sub: typeof payload.sub === "string" ? payload.sub : null,
           grants: readGrants(payload),
           expiresAt: typeof payload.exp === "number" ? payload.exp * 1000 : null,
+          ...(info !== undefined ? { info } : {}),
         };
       } catch (error) {
         lastError = error;

@@ -1,10 +1,13 @@
 import type { Engine } from "../../engines/engine.js";
 import type { ResolvedOptions } from "../options.js";
 import type { Fanout } from "./fanout.js";
+import type { Presence } from "../presence/presence.js";
 
 /** What every transport works with, polls and streams alike: the engine, this node's fan-out, and the hub's options. */
 export interface TransportContext {
   readonly engine: Engine;
   readonly fanout: Fanout;
   readonly options: ResolvedOptions;
+  /** Null unless the hub has presence channels. */
+  readonly presence: Presence | null;
 }

@@ -4,11 +4,12 @@
  * (the client resumes by id) or `latest` (keep only the newest message per channel until the socket
  * drains, then send a `conflated` gap and that message).
  */
-import type { Gap, MessageId } from "../../protocol/index.js";
+import { LadderError, type Gap, type MessageId, type PresenceEvent, type PresenceList } from "../../protocol/index.js";
 import { corkForTurn, type Corkable } from "./cork.js";
 import type { Delivery } from "./delivery.js";
 import type { TransportContext } from "./context.js";
-import { slowConsumerFor } from "../options.js";
+import { presenceEnabled, slowConsumerFor } from "../options.js";
+import type { Identity } from "../presence/member.js";
 import { Lifecycle } from "./lifecycle.js";
 import { Subscription, type SubscriptionSink } from "./subscription.js";
 
@@ -38,10 +39,17 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   protected readonly sent = new Map<string, MessageId>();
   readonly #conflated = new Map<string, Conflated>();
   #waitingForDrain = false;
+  /** Who this connection is in presence lists; null for one that is never listed. */
+  readonly #identity: Identity | null;
+  /** Per presence channel: how to leave it. */
+  readonly #memberships = new Map<string, () => void>();
+  /** Per channel whose joins and leaves this connection receives: how to stop. */
+  readonly #watches = new Map<string, () => void>();
 
-  constructor(context: TransportContext) {
+  constructor(context: TransportContext, identity: Identity | null = null) {
     super();
     this.context = context;
+    this.#identity = identity;
   }
 
   /** Bytes written but not yet taken by the kernel. */
@@ -54,6 +62,9 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   protected abstract corkable(): Corkable | null;
   /** Ends the connection because the client cannot keep up; must release the subscriptions at once. */
   protected abstract dropSlowConsumer(): void;
+  /** A channel's members: first after a watch starts, so the joins and leaves that follow apply to it. */
+  protected abstract writePresenceList(list: PresenceList): void;
+  protected abstract writePresenceEvent(event: PresenceEvent): void;
 
   /** Subscribes the connection to a channel; resolves with the cursor once live. */
   protected async subscribe(channel: string, since: MessageId | null): Promise<MessageId> {
@@ -62,7 +73,39 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     this.subscriptions.set(channel, subscription);
     const cursor = await subscription.start();
     if (!this.sent.has(channel) && !subscription.closed) this.sent.set(channel, cursor);
+    if (!subscription.closed) this.#enter(channel);
     return cursor;
+  }
+
+  /** Listed as a member of a presence channel while subscribed (and a leave delay after). */
+  #enter(channel: string): void {
+    const presence = this.context.presence;
+    if (!presence || !this.#identity || this.state !== "open" || this.#memberships.has(channel) || !presenceEnabled(this.context.options, channel)) return;
+    this.#memberships.set(channel, presence.join(channel, { ...this.#identity, since: Date.now() }));
+  }
+
+  /**
+   * Sends the channel's members, then its joins and leaves as they happen, until unsubscribed. Refused
+   * with `not_found` for a channel without presence.
+   */
+  protected async watchPresence(channel: string): Promise<void> {
+    const presence = this.context.presence;
+    if (!presence || !presenceEnabled(this.context.options, channel)) throw new LadderError("not_found", `presence is not enabled for channel ${channel}`);
+    if (this.#watches.has(channel)) return;
+    this.#watches.set(channel, () => {});
+    const { members, stop } = await presence.watch(channel, (event) => {
+      if (this.state === "open") this.writePresenceEvent(event);
+    });
+    if (this.state !== "open" || !this.#watches.has(channel)) return stop();
+    this.#watches.set(channel, stop);
+    this.writePresenceList({ channel, members: members.slice(0, this.context.options.presence!.maxMembers), count: members.length });
+  }
+
+  #leave(channel: string): void {
+    this.#memberships.get(channel)?.();
+    this.#memberships.delete(channel);
+    this.#watches.get(channel)?.();
+    this.#watches.delete(channel);
   }
 
   protected unsubscribe(channel: string): boolean {
@@ -72,6 +115,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     this.subscriptions.delete(channel);
     this.#conflated.delete(channel);
     this.sent.delete(channel);
+    this.#leave(channel);
     return true;
   }
 
@@ -80,6 +124,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     for (const subscription of this.subscriptions.values()) subscription.close();
     this.subscriptions.clear();
     this.#conflated.clear();
+    for (const channel of [...this.#memberships.keys(), ...this.#watches.keys()]) this.#leave(channel);
   }
 
   message(channel: string, delivery: Delivery, live: boolean): void {

@@ -14,12 +14,13 @@
  *   leaves the difference implies (a broker outage loses announcements; it cannot corrupt a view for ever).
  */
 import type { Logger } from "pino";
+import { LadderError, type Member, type PresenceEvent } from "../../protocol/index.js";
 import { subjectToken } from "../../engines/nats.js";
 import type { PresenceBus } from "./bus.js";
-import type { Member, PresenceEvent } from "./member.js";
 
 export interface PresenceOptions {
-  readonly bus: PresenceBus;
+  /** The bus, or its connection still being made: announcements wait for it. */
+  readonly bus: PresenceBus | Promise<PresenceBus>;
   /** Leave this long after a client's last subscription ends (reconnect grace). Default 5000 ms. */
   readonly leaveDelayMs?: number;
   /** Heartbeat period. Default 3000 ms. */
@@ -69,7 +70,10 @@ export function memberKey(member: Pick<Member, "client" | "user">): string {
 
 export class Presence {
   readonly node = `n${Math.random().toString(36).slice(2, 10)}`;
-  readonly #bus: PresenceBus;
+  readonly #busReady: Promise<PresenceBus>;
+  #bus: PresenceBus | null = null;
+  /** Announcements made before the bus was connected, sent once it is. */
+  #queued: Array<[string, string]> | null = [];
   readonly #leaveDelayMs: number;
   readonly #heartbeatMs: number;
   readonly #nodeTimeoutMs: number;
@@ -86,7 +90,7 @@ export class Presence {
   #closed = false;
 
   constructor(options: PresenceOptions) {
-    this.#bus = options.bus;
+    this.#busReady = Promise.resolve(options.bus);
     this.#leaveDelayMs = options.leaveDelayMs ?? 5000;
     this.#heartbeatMs = options.heartbeatMs ?? 3000;
     this.#nodeTimeoutMs = options.nodeTimeoutMs ?? 15_000;
@@ -104,8 +108,12 @@ export class Presence {
   }
 
   async #start(): Promise<void> {
+    const bus = await this.#busReady;
     const handle = (payload: string): void => this.#onWire(payload);
-    this.#unsubscribe.push(await this.#bus.subscribe("nodes", handle), await this.#bus.subscribe("list", handle), await this.#bus.subscribe(`reply.${this.node}`, handle));
+    this.#unsubscribe.push(await bus.subscribe("nodes", handle), await bus.subscribe("list", handle), await bus.subscribe(`reply.${this.node}`, handle));
+    this.#bus = bus;
+    for (const [topic, payload] of this.#queued ?? []) bus.publish(topic, payload);
+    this.#queued = null;
     if (this.#closed) return this.#stopSubscriptions();
     this.#send("nodes", { op: "alive", node: this.node });
     const heartbeat = setInterval(() => this.#beat(), this.#heartbeatMs);
@@ -214,7 +222,9 @@ export class Presence {
 
   #send(topic: string, wire: Wire): void {
     if (this.#closed && wire.op !== "bye") return;
-    this.#bus.publish(topic, JSON.stringify(wire));
+    const payload = JSON.stringify(wire);
+    if (this.#bus) this.#bus.publish(topic, payload);
+    else this.#queued?.push([topic, payload]);
   }
 
   #onWire(payload: string): void {
@@ -254,7 +264,9 @@ export class Presence {
 
   /** Asks every node for its members of `channel`; waits for all known nodes, or `gatherMs`. */
   async #gather(channel: string, keysOnly: boolean): Promise<Map<string, Wire & { op: "reply" }>> {
-    await this.#started;
+    await this.#started.catch(() => {
+      throw new LadderError("unavailable", "presence is not connected to the other nodes yet");
+    });
     const req = Math.random().toString(36).slice(2, 12);
     const replies = new Map<string, Wire & { op: "reply" }>();
     await new Promise<void>((resolve) => {
@@ -286,7 +298,8 @@ export class Presence {
       },
     };
     view.ready = (async () => {
-      stopTopic = await this.#bus.subscribe(`ev.${subjectToken(channel)}`, (payload) => {
+      await this.#started;
+      stopTopic = await this.#bus!.subscribe(`ev.${subjectToken(channel)}`, (payload) => {
         let wire: Wire;
         try {
           wire = JSON.parse(payload) as Wire;

@@ -10,12 +10,19 @@ import {
   encodeCursorMap,
   encodeEvent,
   GAP_EVENT,
+  JOIN_EVENT,
   LadderError,
+  LEAVE_EVENT,
+  PRESENCE_EVENT,
   READY_EVENT,
   START_CURSOR,
   type Gap,
   type MessageId,
+  type PresenceEvent,
+  type PresenceList,
 } from "../../protocol/index.js";
+import type { Identity } from "../presence/member.js";
+import { presenceEnabled } from "../options.js";
 import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
 import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
@@ -36,6 +43,12 @@ export interface SseRequest {
   readonly since: ReadonlyMap<string, MessageId>;
   /** Envelopes and composite ids even for one channel (`?envelope=1`): what Ladder's own client asks for. */
   readonly envelope: boolean;
+  /** `presence=1`: the members of each presence channel, then its joins and leaves. */
+  readonly presence: boolean;
+  /** `client=`: the id the client keeps across reconnects, for presence lists. */
+  readonly client: string | null;
+  /** `info=`: what an anonymous client declares about itself (when the hub allows it). */
+  readonly info: string | null;
 }
 
 /** Last-Event-ID (set by EventSource on reconnect) wins over `since`/`lastEventId` in the query. */
@@ -44,10 +57,11 @@ export function parseSseRequest(req: HubRequest, url: URL, context: TransportCon
   const header = req.headers["last-event-id"];
   const text = (typeof header === "string" && header !== "" ? header : null) ?? url.searchParams.get("since") ?? url.searchParams.get("lastEventId");
   const envelope = url.searchParams.get("envelope") === "1";
-  if (text === null || text === "") return { channels, since: new Map(), envelope };
+  const extra = { envelope, presence: url.searchParams.get("presence") === "1", client: url.searchParams.get("client"), info: url.searchParams.get("info") };
+  if (text === null || text === "") return { channels, since: new Map(), ...extra };
   const since = decodeCursor(text, channels);
   if (!since) throw new LadderError("bad_since", "Last-Event-ID or since must be a message id or channel=id;… pairs");
-  return { channels, since, envelope };
+  return { channels, since, ...extra };
 }
 
 export class SseConnection extends StreamConnection implements Connection {
@@ -59,8 +73,8 @@ export class SseConnection extends StreamConnection implements Connection {
   readonly #multi: boolean;
   #stopExpiry: () => void = NO_EXPIRY;
 
-  constructor(context: TransportContext, request: SseRequest, req: HubRequest, res: HubResponse, principal: Principal) {
-    super(context);
+  constructor(context: TransportContext, request: SseRequest, req: HubRequest, res: HubResponse, principal: Principal, identity: Identity | null) {
+    super(context, identity);
     this.#request = request;
     this.#req = req;
     this.#res = res;
@@ -97,6 +111,10 @@ export class SseConnection extends StreamConnection implements Connection {
     const cursors: Record<string, MessageId> = {};
     for (const channel of request.channels) cursors[channel] = this.sent.get(channel) ?? START_CURSOR;
     this.#write(encodeEvent({ event: READY_EVENT, id: this.#cursorFor(request.channels[0]!), data: JSON.stringify(cursors) }));
+    if (!request.presence) return;
+    // Channels without presence are skipped here: the stream asked for presence wherever there is some.
+    const watched = request.channels.filter((channel) => presenceEnabled(this.context.options, channel));
+    await Promise.all(watched.map((channel) => this.watchPresence(channel)));
   }
 
   protected corkable(): Corkable | null {
@@ -123,6 +141,16 @@ export class SseConnection extends StreamConnection implements Connection {
 
   protected writeGap(gap: Gap): void {
     this.#write(encodeEvent({ event: GAP_EVENT, id: this.#cursorFor(gap.channel), data: JSON.stringify(gap) }));
+  }
+
+  // Presence events carry no id: they are not in the channel's history and must not move the resume cursor.
+  protected writePresenceList(list: PresenceList): void {
+    this.#write(encodeEvent({ event: PRESENCE_EVENT, data: JSON.stringify(list) }));
+  }
+
+  protected writePresenceEvent(event: PresenceEvent): void {
+    const data = this.#multi ? JSON.stringify({ channel: event.channel, member: event.member }) : JSON.stringify(event.member);
+    this.#write(encodeEvent({ event: event.type === "join" ? JOIN_EVENT : LEAVE_EVENT, data }));
   }
 
   protected dropSlowConsumer(): void {

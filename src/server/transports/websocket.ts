@@ -12,8 +12,12 @@ import {
   LadderError,
   type Gap,
   type MessageId,
+  type PresenceEvent,
+  type PresenceList,
   type ServerFrame,
 } from "../../protocol/index.js";
+import { presenceEnabled } from "../options.js";
+import type { Identity } from "../presence/member.js";
 import type { Access } from "../auth/access.js";
 import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
@@ -60,8 +64,8 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   #lastSeen = Date.now();
   #badFrames = 0;
 
-  constructor(context: TransportContext, ws: WebSocket, socket: Duplex, publish: Publisher, access: Access, principal: Principal, ip: string) {
-    super(context);
+  constructor(context: TransportContext, ws: WebSocket, socket: Duplex, publish: Publisher, access: Access, principal: Principal, ip: string, identity: Identity | null) {
+    super(context, identity);
     this.#access = access;
     this.#principal = principal;
     this.#ip = ip;
@@ -106,6 +110,14 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   protected corkable(): Corkable | null {
     return this.#socket as Duplex & Corkable;
+  }
+
+  protected writePresenceList(list: PresenceList): void {
+    this.#send({ type: "presence", room: list.channel, members: list.members, count: list.count });
+  }
+
+  protected writePresenceEvent(event: PresenceEvent): void {
+    this.#send({ type: event.type, room: event.channel, member: event.member });
   }
 
   protected dropSlowConsumer(): void {
@@ -242,9 +254,13 @@ export class WebSocketConnection extends StreamConnection implements Connection 
         if (!this.subscriptions.has(room) && this.subscriptions.size >= this.context.options.maxChannelsPerConnection) {
           throw new LadderError("too_many_channels", `at most ${this.context.options.maxChannelsPerConnection} rooms per connection`);
         }
+        const presence = frame.presence === true;
+        if (presence && !presenceEnabled(this.context.options, room)) throw new LadderError("not_found", `presence is not enabled for room ${room}`);
         this.subscribe(room, typeof since === "string" ? since : null).then(
           (cursor) => {
-            if (this.subscriptions.has(room)) this.#send({ type: "joined", room, cursor });
+            if (!this.subscriptions.has(room)) return;
+            this.#send({ type: "joined", room, cursor });
+            if (presence) this.watchPresence(room).catch((error: unknown) => this.#sendError(error, ref));
           },
           (error: unknown) => this.#sendError(error instanceof LadderError ? error : new LadderError("unavailable", "could not join: engine unavailable"), ref),
         );
@@ -267,6 +283,17 @@ export class WebSocketConnection extends StreamConnection implements Connection 
         );
         return;
       }
+      case "presence": {
+        const room = readRoom(frame);
+        this.#access.check(this.#principal, "subscribe", room);
+        const presence = this.context.presence;
+        if (!presence || !presenceEnabled(this.context.options, room)) throw new LadderError("not_found", `presence is not enabled for room ${room}`);
+        presence.list(room, this.context.options.presence!.maxMembers).then(
+          ({ members, count }) => this.#send(ref === undefined ? { type: "presence", room, members, count } : { type: "presence", room, members, count, ref }),
+          (error: unknown) => this.#sendError(error, ref),
+        );
+        return;
+      }
       case "auth":
         this.#authenticate(frame.token, ref);
         return;
@@ -274,7 +301,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
         this.#send(ref === undefined ? { type: "pong", time: Date.now() } : { type: "pong", ref, time: Date.now() });
         return;
       default:
-        throw new LadderError("bad_frame", "type must be join, leave, publish, auth or ping");
+        throw new LadderError("bad_frame", "type must be join, leave, publish, presence, auth or ping");
     }
   }
 }
