@@ -29,6 +29,7 @@ const ticker = new Ticker({ wire: wires["sse-wire"], status: $("sse-status"), cl
 const chat = new Chat({
   wire: wires["ws-wire"],
   log: $("chat-log"),
+  members: $("chat-members"),
   status: $("ws-status"),
   form: $("chat-form"),
   nameInput: $("chat-name"),

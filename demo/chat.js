@@ -13,9 +13,10 @@ const KEY = "‹16 random bytes, base64 — picked by the browser›";
 const ACCEPT = "‹base64(SHA-1(key + 258EAFA5-E914-47DA-95CA-C5AB0DC85B11))›";
 
 export class Chat {
-  constructor({ wire, log, status, form, nameInput, textInput, error, clock }) {
+  constructor({ wire, log, members, status, form, nameInput, textInput, error, clock }) {
     this.wire = wire;
     this.log = log;
+    this.membersEl = members;
     this.statusEl = status;
     this.form = form;
     this.nameInput = nameInput;
@@ -60,6 +61,9 @@ export class Chat {
 
     this.client = createClient({
       transport: "websocket",
+      // Presence: this tab is one member of the room, named by what it typed (self-declared: the demo has no logins).
+      clientId: this.tabId,
+      presenceInfo: { name: this.nameInput.value.trim() },
       backoff: { minMs: 500, maxMs: 8000 },
       WebSocket: TappedWebSocket,
       fetch: (input, init) => this.#httpPublish(input, init),
@@ -68,8 +72,11 @@ export class Chat {
     this.client.on("error", ({ reason }) => this.wire.note(`The client saw the socket end: ${reason}.`, "w-cut"));
     const since = safeStorage(() => sessionStorage.getItem(CURSOR_KEY)) || undefined;
     if (since) this.wire.note(`This tab saw the chat before: joining with since=${since} to get what it missed.`, "w-mode");
-    const subscription = this.client.subscribe(CHAT_CHANNEL, since ? { since } : {});
+    const subscription = this.client.subscribe(CHAT_CHANNEL, since ? { since, presence: true } : { presence: true });
+    this.room = subscription;
     subscription.on("message", (message) => this.#message(message));
+    subscription.on("join", () => this.#members());
+    subscription.on("leave", () => this.#members());
     subscription.on("gap", (gap) => {
       this.wire.note(`Gap (${gap.reason}): history did not reach back to ${gap.since}; the hub says so instead of skipping silently.`, "w-gap");
       this.#system(gap.reason === "unknown" ? "The hub restarted since this tab was here: older messages are gone." : "Some older messages are no longer kept.");
@@ -172,6 +179,8 @@ export class Chat {
         note = `message · ${formatMs(this.clock.latency(frame.time))}`;
         className = "w-news";
       } else if (frame.type === "gap") note = "gap: the hub says what it could not replay";
+      else if (frame.type === "presence") note = `who is in: ${frame.count}`;
+      else if (frame.type === "join" || frame.type === "leave") note = `presence: someone ${frame.type === "join" ? "came in" : "left"}`;
       else if (frame.type === "error") note = "error";
     } catch {
       /* not JSON */
@@ -232,6 +241,22 @@ export class Chat {
     meta.textContent = `${new Date(message.time).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })} · ${formatMs(latency)}`;
     li.append(who, text, meta);
     this.#append(li);
+  }
+
+  /** Who is in the room, this tab first; names as each tab declared them. */
+  #members() {
+    const members = this.room.presence();
+    const name = (m) => (m.info && typeof m.info.name === "string" ? m.info.name : m.client);
+    const mine = members.filter((m) => m.client === this.tabId);
+    const others = members.filter((m) => m.client !== this.tabId);
+    this.membersEl.replaceChildren(document.createTextNode(`In the room (${members.length}): `));
+    [...mine, ...others].forEach((m, i) => {
+      if (i > 0) this.membersEl.append(", ");
+      const span = document.createElement("span");
+      span.className = m.client === this.tabId ? "you member" : "member";
+      span.textContent = m.client === this.tabId ? `${name(m)} (you)` : name(m);
+      this.membersEl.append(span);
+    });
   }
 
   #system(text) {

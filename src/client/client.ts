@@ -5,7 +5,7 @@
  * before it ever delivered), or climb back up (a background probe that takes over once it works).
  * Cursors live here too, so a message is handed to the user once whichever rung brought it.
  */
-import { compareIds, errorFromWire, LadderError, type Gap, type Message, type MessageId } from "../protocol/index.js";
+import { compareIds, errorFromWire, LadderError, type Gap, type Member, type Message, type MessageId, type PresenceEvent, type PresenceList } from "../protocol/index.js";
 import { backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions, type TransportName } from "./options.js";
@@ -42,12 +42,19 @@ export interface ClientEvents {
 export interface SubscribeOptions {
   /** Resume after this id (a cursor saved from an earlier message). Without it the subscription starts live. */
   readonly since?: MessageId;
+  /** Keep the channel's members (`sub.presence()`) and report joins and leaves (a presence channel of the hub). */
+  readonly presence?: boolean;
 }
 
 interface ChannelState {
   cursor: MessageId | null;
   readonly subscriptions: Set<Subscription>;
+  presence: boolean;
+  /** Member key → member, oldest first by insertion. */
+  members: Map<string, Member>;
 }
+
+const keyOf = (m: Member): string => `${m.user ?? ""}/${m.client}`;
 
 export class LadderClient extends Emitter<ClientEvents> {
   readonly options: ResolvedClientOptions;
@@ -65,6 +72,7 @@ export class LadderClient extends Emitter<ClientEvents> {
   #announced: TransportName | null = null;
   readonly #retryTimer = new TimerSlot();
   readonly #probeTimer = new TimerSlot();
+  readonly #presenceTimer = new TimerSlot();
   readonly #unlisten: Array<() => void> = [];
   /** What rungs see of the client: kept off the public API. */
   readonly #host: RungHost;
@@ -80,6 +88,9 @@ export class LadderClient extends Emitter<ClientEvents> {
       gap: (rung, gap) => this.#gap(rung, gap),
       cursor: (rung, channel, cursor) => this.#learnCursor(rung, channel, cursor),
       closed: (rung, info) => this.#closed(rung, info),
+      presence: (channel) => this.#channels.get(channel)?.presence === true,
+      members: (rung, channel, members) => this.#current(rung) && this.#setMembers(channel, members),
+      membership: (rung, event) => this.#current(rung) && this.#membership(event),
     };
     this.#listenToEnvironment();
   }
@@ -100,17 +111,25 @@ export class LadderClient extends Emitter<ClientEvents> {
 
   subscribe(channel: string, options: SubscribeOptions = {}): Subscription {
     if (this.#state === "closed") throw new Error("client is closed");
-    const subscription = new Subscription(channel, (s) => this.#leave(s));
+    const subscription = new Subscription(
+      channel,
+      (s) => this.#leave(s),
+      () => [...(this.#channels.get(channel)?.members.values() ?? [])],
+    );
     let state = this.#channels.get(channel);
     const isNew = !state;
     if (!state) {
-      state = { cursor: options.since ?? null, subscriptions: new Set() };
+      state = { cursor: options.since ?? null, subscriptions: new Set(), presence: false, members: new Map() };
       this.#channels.set(channel, state);
     }
     state.subscriptions.add(subscription);
-    if (isNew) {
+    // A channel that starts watching its members on a running rung re-joins: the rung asks for presence then.
+    const watch = options.presence === true && !state.presence;
+    if (watch) state.presence = true;
+    if (isNew || watch) {
       this.#rung?.add(channel);
       this.#probe?.add(channel);
+      if (watch && !isNew) this.#readMembers(channel);
     }
     if (!this.#rung && !this.#retryTimer.pending) this.#connect();
     return subscription;
@@ -156,6 +175,7 @@ export class LadderClient extends Emitter<ClientEvents> {
     if (this.#state === "closed") return;
     this.#retryTimer.clear();
     this.#probeTimer.clear();
+    this.#presenceTimer.clear();
     this.#rung?.close();
     this.#probe?.close();
     this.#rung = this.#probe = null;
@@ -184,6 +204,58 @@ export class LadderClient extends Emitter<ClientEvents> {
     this.#strikes.delete(rung.name);
     this.#setState("connected");
     this.#scheduleProbe();
+    this.#pollMembers();
+  }
+
+  #current(rung: Rung): boolean {
+    return rung === this.#rung || rung === this.#probe;
+  }
+
+  /**
+   * A whole member list (after every (re)connect, and on polling rungs every `presencePollMs`): what
+   * changed since the last one the client knew is reported as joins and leaves, so a reconnect shows
+   * exactly the difference, never a leave and a join for someone who stayed.
+   */
+  #setMembers(channel: string, members: readonly Member[]): void {
+    const state = this.#channels.get(channel);
+    if (!state?.presence) return;
+    const next = new Map(members.map((m) => [keyOf(m), m]));
+    const old = state.members;
+    state.members = next;
+    for (const [key, member] of old) if (!next.has(key)) this.#tell(state, "leave", member);
+    for (const [key, member] of next) if (!old.has(key)) this.#tell(state, "join", member);
+  }
+
+  #membership({ type, channel, member }: PresenceEvent): void {
+    const state = this.#channels.get(channel);
+    if (!state?.presence) return;
+    const key = keyOf(member);
+    if ((type === "join") === state.members.has(key)) return;
+    if (type === "join") state.members.set(key, member);
+    else state.members.delete(key);
+    this.#tell(state, type, member);
+  }
+
+  #tell(state: ChannelState, type: "join" | "leave", member: Member): void {
+    for (const subscription of state.subscriptions) subscription.signalMember(type, member);
+  }
+
+  /** Polling rungs carry no presence events: the lists are read over HTTP while one is in use. */
+  #pollMembers(): void {
+    const name = this.#rung?.name;
+    if (this.#state !== "connected" || (name !== "poll" && name !== "long-poll")) return this.#presenceTimer.clear();
+    for (const [channel, state] of this.#channels) if (state.presence) this.#readMembers(channel);
+    this.#presenceTimer.set(this.options.presencePollMs, () => this.#pollMembers());
+  }
+
+  #readMembers(channel: string): void {
+    const url = new URL(this.options.paths.presence, this.options.base);
+    url.searchParams.set("channel", channel);
+    void this.options
+      .fetch(url, { cache: "no-store" })
+      .then((res) => (res.ok ? (res.json() as Promise<PresenceList>) : null))
+      .then((list) => list && this.#setMembers(channel, list.members))
+      .catch(() => undefined);
   }
 
   #message(rung: Rung, message: Message): void {
@@ -329,6 +401,7 @@ export class LadderClient extends Emitter<ClientEvents> {
     this.#announce(probe.name, `upgrade from ${old?.name ?? "none"}`);
     this.#setState("connected");
     this.#scheduleProbe();
+    this.#pollMembers();
   }
 
   #leave(subscription: Subscription): void {

@@ -40,6 +40,15 @@ export interface ClientOptions {
   readonly fetch?: typeof fetch;
   /** Source of randomness for backoff jitter, [0, 1). */
   readonly random?: () => number;
+  /**
+   * This client's id in presence lists, kept across its reconnects and rung changes (1–64 characters from
+   * A-Z a-z 0-9 _ -). Default: a random one per client.
+   */
+  readonly clientId?: string;
+  /** What an anonymous client says about itself in presence lists (where the hub allows it; a token's info wins). */
+  readonly presenceInfo?: unknown;
+  /** While on a polling rung, how often the members of presence channels are re-read, ms. */
+  readonly presencePollMs?: number;
 }
 
 export interface ResolvedClientOptions {
@@ -56,6 +65,10 @@ export interface ResolvedClientOptions {
   readonly WebSocket: WebSocketConstructor | undefined;
   readonly fetch: typeof fetch;
   readonly random: () => number;
+  readonly clientId: string;
+  /** `presenceInfo` as JSON, or null. */
+  readonly presenceInfo: string | null;
+  readonly presencePollMs: number;
 }
 
 function resolveBase(url: string | undefined): URL {
@@ -92,5 +105,8 @@ export function resolveClientOptions(options: ClientOptions): ResolvedClientOpti
     WebSocket: options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket,
     fetch: fetchImpl,
     random: options.random ?? Math.random,
+    clientId: options.clientId ?? `c${Math.random().toString(36).slice(2, 14)}`,
+    presenceInfo: options.presenceInfo === undefined ? null : JSON.stringify(options.presenceInfo),
+    presencePollMs: options.presencePollMs ?? 5000,
   };
 }

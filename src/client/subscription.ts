@@ -1,5 +1,5 @@
 /** What `client.subscribe()` returns: the channel's events, and the way to leave it. */
-import type { Gap, Message, MessageId } from "../protocol/index.js";
+import type { Gap, Member, Message, MessageId } from "../protocol/index.js";
 import { Emitter } from "./emitter.js";
 
 export interface SubscriptionEvents {
@@ -7,18 +7,29 @@ export interface SubscriptionEvents {
   message: Message;
   /** History no longer reaches back far enough (or the server skipped to the latest): reload state. */
   gap: Gap;
+  /** With `presence: true`: a member came in (or was found in after a reconnect). */
+  join: Member;
+  /** With `presence: true`: a member left (or was found gone after a reconnect). */
+  leave: Member;
 }
 
 export class Subscription extends Emitter<SubscriptionEvents> {
   readonly channel: string;
   readonly #leave: (subscription: Subscription) => void;
+  readonly #members: () => readonly Member[];
   #active = true;
 
   /** @internal created by the client */
-  constructor(channel: string, leave: (subscription: Subscription) => void) {
+  constructor(channel: string, leave: (subscription: Subscription) => void, members: () => readonly Member[]) {
     super();
     this.channel = channel;
     this.#leave = leave;
+    this.#members = members;
+  }
+
+  /** The channel's members as last known (with `presence: true`; oldest first). */
+  presence(): Member[] {
+    return [...this.#members()];
   }
 
   get active(): boolean {
@@ -33,6 +44,11 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   /** @internal */
   signalGap(gap: Gap): void {
     if (this.#active) this.emit("gap", gap);
+  }
+
+  /** @internal */
+  signalMember(type: "join" | "leave", member: Member): void {
+    if (this.#active) this.emit(type, member);
   }
 
   unsubscribe(): void {

@@ -3,7 +3,7 @@
  * client's single reconnection policy does not care which it is driving. A rung reports what it receives
  * and how it ended; it never decides to reconnect by itself.
  */
-import type { Gap, Message, MessageId } from "../../protocol/index.js";
+import type { Gap, Member, Message, MessageId, PresenceEvent } from "../../protocol/index.js";
 import type { ResolvedClientOptions, TransportName } from "../options.js";
 
 export interface RungHost {
@@ -16,6 +16,11 @@ export interface RungHost {
   gap(rung: Rung, gap: Gap): void;
   /** The server told where a channel stands (a fresh subscription learns its cursor this way). */
   cursor(rung: Rung, channel: string, cursor: MessageId): void;
+  /** Whether a subscription of the channel asked for its members and their joins and leaves. */
+  presence(channel: string): boolean;
+  /** A channel's whole member list (after a (re)connect): the client diffs it against what it had. */
+  members(rung: Rung, channel: string, members: readonly Member[]): void;
+  membership(rung: Rung, event: PresenceEvent): void;
   /** The rung ended by itself. `delivered` says whether it had opened; the client's policy decides what next. */
   closed(rung: Rung, info: { readonly delivered: boolean; readonly reason: string }): void;
 }
@@ -55,8 +60,12 @@ export class TimerSlot {
   }
 }
 
+/** A hub URL that names this client (`client=`, and `info=` when set), so it is listed in presence channels. */
 export function endpoint(options: ResolvedClientOptions, path: string): URL {
-  return new URL(path, options.base);
+  const url = new URL(path, options.base);
+  url.searchParams.set("client", options.clientId);
+  if (options.presenceInfo !== null) url.searchParams.set("info", options.presenceInfo);
+  return url;
 }
 
 /**

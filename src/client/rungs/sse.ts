@@ -5,7 +5,7 @@
  * Adding or removing a channel reopens the stream from the current cursors.
  */
 import { createParser, type EventSourceMessage } from "eventsource-parser";
-import { encodeCursorMap, GAP_EVENT, READY_EVENT, type Gap, type Message, type MessageId } from "../../protocol/index.js";
+import { encodeCursorMap, GAP_EVENT, JOIN_EVENT, LEAVE_EVENT, PRESENCE_EVENT, READY_EVENT, type Gap, type Member, type Message, type MessageId, type PresenceList } from "../../protocol/index.js";
 import { endpoint, RungBase, TimerSlot } from "./rung.js";
 
 export class SseRung extends RungBase {
@@ -31,6 +31,7 @@ export class SseRung extends RungBase {
     const url = endpoint(options, options.paths.stream);
     for (const channel of cursors.keys()) url.searchParams.append("channel", channel);
     url.searchParams.set("envelope", "1");
+    if ([...cursors.keys()].some((channel) => this.host.presence(channel))) url.searchParams.set("presence", "1");
     const known = new Map<string, MessageId>();
     for (const [channel, cursor] of cursors) if (cursor !== null) known.set(channel, cursor);
     const headers: Record<string, string> = { accept: "text/event-stream" };
@@ -97,6 +98,17 @@ export class SseRung extends RungBase {
       case GAP_EVENT:
         this.host.gap(this, JSON.parse(event.data) as Gap);
         return;
+      case PRESENCE_EVENT: {
+        const list = JSON.parse(event.data) as PresenceList;
+        this.host.members(this, list.channel, list.members);
+        return;
+      }
+      case JOIN_EVENT:
+      case LEAVE_EVENT: {
+        const { channel, member } = JSON.parse(event.data) as { channel: string; member: Member };
+        this.host.membership(this, { type: event.event, channel, member });
+        return;
+      }
       default:
         this.host.message(this, JSON.parse(event.data) as Message);
     }

@@ -60,7 +60,7 @@ export class WebSocketRung extends RungBase {
 
   add(channel: string): void {
     const since = this.host.cursors().get(channel);
-    this.#send(since ? { type: "join", room: channel, since } : { type: "join", room: channel });
+    this.#send({ type: "join", room: channel, ...(since ? { since } : {}), ...(this.host.presence(channel) ? { presence: true } : {}) });
   }
 
   remove(channel: string): void {
@@ -126,6 +126,13 @@ export class WebSocketRung extends RungBase {
       }
       case "joined":
         this.host.cursor(this, frame.room, frame.cursor);
+        return;
+      case "presence":
+        if (frame.ref === undefined) this.host.members(this, frame.room, frame.members);
+        return;
+      case "join":
+      case "leave":
+        this.host.membership(this, { type: frame.type, channel: frame.room, member: frame.member });
         return;
       case "ack":
         this.#settle(frame.ref, (p) => p.resolve({ id: frame.id }));

@@ -254,8 +254,8 @@ export class WebSocketConnection extends StreamConnection implements Connection 
         if (!this.subscriptions.has(room) && this.subscriptions.size >= this.context.options.maxChannelsPerConnection) {
           throw new LadderError("too_many_channels", `at most ${this.context.options.maxChannelsPerConnection} rooms per connection`);
         }
+        // A room without presence is still joined; the presence part alone is refused, after `joined`.
         const presence = frame.presence === true;
-        if (presence && !presenceEnabled(this.context.options, room)) throw new LadderError("not_found", `presence is not enabled for room ${room}`);
         this.subscribe(room, typeof since === "string" ? since : null).then(
           (cursor) => {
             if (!this.subscriptions.has(room)) return;
