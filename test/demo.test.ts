@@ -278,7 +278,8 @@ test("demo page: live data in every example, the wire view, chat between two pag
   assert.match(wsWire, /GET \/api\/ws HTTP\/1\.1/);
   assert.match(wsWire, /Upgrade: websocket/);
   assert.match(wsWire, /HTTP\/1\.1 101 Switching Protocols/);
-  assert.match(wsWire, /\{"type":"join","room":"demo\.chat"\}/);
+  // The chat also asks for who is in the room and names its tab (presence): fields after the guide's two.
+  assert.match(wsWire, /\{"type":"join","room":"demo\.chat"[,}]/);
 
   // Long-polling, chosen from the keyboard: its requests carry wait= and news arrives on them.
   await page.getByRole("radio", { name: "Interval polling" }).focus();

@@ -4,7 +4,7 @@
  * a deadline, so a connection that hangs is noticed like a missed heartbeat.
  */
 import { CURSOR_HEADER, GAP_HEADER, NOW_CURSOR, type Gap, type Message } from "../../protocol/index.js";
-import { endpoint, reachable, RungBase, TimerSlot, type RungHost } from "./rung.js";
+import { namedEndpoint, reachable, RungBase, TimerSlot, type RungHost } from "./rung.js";
 
 const PAGE = 500;
 /** Extra time over the server's hold before a long-poll counts as hung. */
@@ -66,7 +66,7 @@ export class HttpPollRung extends RungBase {
       const long = this.name === "long-poll" && !first;
       first = false;
       const cursor = this.host.cursors().get(channel) ?? NOW_CURSOR;
-      const url = endpoint(options, options.paths.messages);
+      const url = namedEndpoint(options, options.paths.messages);
       url.searchParams.set("channel", channel);
       url.searchParams.set("since", cursor);
       url.searchParams.set("limit", String(PAGE));

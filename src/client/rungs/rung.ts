@@ -60,9 +60,16 @@ export class TimerSlot {
   }
 }
 
-/** A hub URL that names this client (`client=`, and `info=` when set), so it is listed in presence channels. */
 export function endpoint(options: ResolvedClientOptions, path: string): URL {
-  const url = new URL(path, options.base);
+  return new URL(path, options.base);
+}
+
+/**
+ * A stream or poll URL that names this client (`client=`, and `info=` when set), so it is one member of a
+ * presence channel across reconnects. (The WebSocket says it in each `join` frame instead.)
+ */
+export function namedEndpoint(options: ResolvedClientOptions, path: string): URL {
+  const url = endpoint(options, path);
   url.searchParams.set("client", options.clientId);
   if (options.presenceInfo !== null) url.searchParams.set("info", options.presenceInfo);
   return url;

@@ -6,7 +6,7 @@
  */
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { encodeCursorMap, GAP_EVENT, JOIN_EVENT, LEAVE_EVENT, PRESENCE_EVENT, READY_EVENT, type Gap, type Member, type Message, type MessageId, type PresenceList } from "../../protocol/index.js";
-import { endpoint, RungBase, TimerSlot } from "./rung.js";
+import { namedEndpoint, RungBase, TimerSlot } from "./rung.js";
 
 export class SseRung extends RungBase {
   readonly name = "sse";
@@ -28,7 +28,7 @@ export class SseRung extends RungBase {
     this.#controller = controller;
     const { options } = this.host;
     const cursors = this.host.cursors();
-    const url = endpoint(options, options.paths.stream);
+    const url = namedEndpoint(options, options.paths.stream);
     for (const channel of cursors.keys()) url.searchParams.append("channel", channel);
     url.searchParams.set("envelope", "1");
     if ([...cursors.keys()].some((channel) => this.host.presence(channel))) url.searchParams.set("presence", "1");

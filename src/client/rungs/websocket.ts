@@ -60,7 +60,9 @@ export class WebSocketRung extends RungBase {
 
   add(channel: string): void {
     const since = this.host.cursors().get(channel);
-    this.#send({ type: "join", room: channel, ...(since ? { since } : {}), ...(this.host.presence(channel) ? { presence: true } : {}) });
+    const { clientId, presenceInfo } = this.host.options;
+    const info = presenceInfo === null ? {} : { info: JSON.parse(presenceInfo) as unknown };
+    this.#send({ type: "join", room: channel, ...(since ? { since } : {}), ...(this.host.presence(channel) ? { presence: true } : {}), client: clientId, ...info });
   }
 
   remove(channel: string): void {

@@ -40,7 +40,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   readonly #conflated = new Map<string, Conflated>();
   #waitingForDrain = false;
   /** Who this connection is in presence lists; null for one that is never listed. */
-  readonly #identity: Identity | null;
+  #identity: Identity | null;
   /** Per presence channel: how to leave it. */
   readonly #memberships = new Map<string, () => void>();
   /** Per channel whose joins and leaves this connection receives: how to stop. */
@@ -75,6 +75,11 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     if (!this.sent.has(channel) && !subscription.closed) this.sent.set(channel, cursor);
     if (!subscription.closed) this.#enter(channel);
     return cursor;
+  }
+
+  /** A WebSocket names its client in its `join` frames: memberships made from then on use that name. */
+  protected setIdentity(identity: Identity): void {
+    this.#identity = identity;
   }
 
   /** Listed as a member of a presence channel while subscribed (and a leave delay after). */

@@ -17,7 +17,7 @@ import {
   type ServerFrame,
 } from "../../protocol/index.js";
 import { presenceEnabled } from "../options.js";
-import type { Identity } from "../presence/member.js";
+import { checkClientId, identityFor, type Identity } from "../presence/member.js";
 import type { Access } from "../auth/access.js";
 import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
@@ -253,6 +253,10 @@ export class WebSocketConnection extends StreamConnection implements Connection 
         }
         if (!this.subscriptions.has(room) && this.subscriptions.size >= this.context.options.maxChannelsPerConnection) {
           throw new LadderError("too_many_channels", `at most ${this.context.options.maxChannelsPerConnection} rooms per connection`);
+        }
+        if (frame.client !== undefined && this.context.presence) {
+          const info = frame.info === undefined ? null : JSON.stringify(frame.info);
+          this.setIdentity(identityFor(this.#principal, checkClientId(frame.client), info, this.context.options.presence?.anonymousInfo === true));
         }
         // A room without presence is still joined; the presence part alone is refused, after `joined`.
         const presence = frame.presence === true;
