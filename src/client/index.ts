@@ -1,4 +1,4 @@
-/** `ladder/client`: browser and Node. Imports nothing from Node or the server. */
+/** `ladder-hub/client`: browser and Node. Imports nothing from Node or the server. */
 export { createClient, LadderClient, type ClientEvents, type SubscribeOptions } from "./client.js";
 export { Subscription, type SubscriptionEvents } from "./subscription.js";
 export { backoffCeiling, backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";

@@ -21,8 +21,11 @@ const TYPES: Record<string, string> = {
   ".ico": "image/x-icon",
 };
 
-/** The package root: four levels above dist/src/server/edge. */
+/** The package root: four levels above dist/src/server/edge (test/package.test.ts checks it from the tarball). */
 const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
+
+/** Where the browser client bundle (the `ladder-hub/client/browser` export) lies on disk. */
+export const CLIENT_BUNDLE_FILE = join(ROOT, "dist", "browser", "ladder-client.js");
 
 export interface StaticOptions {
   readonly demoDir?: string;
@@ -31,7 +34,7 @@ export interface StaticOptions {
 
 export function staticFiles(options: StaticOptions = {}): (req: HubRequest, res: HubResponse) => void {
   const demoDir = normalize(options.demoDir ?? join(ROOT, "demo"));
-  const bundle = options.clientBundle ?? join(ROOT, "dist", "browser", "ladder-client.js");
+  const bundle = options.clientBundle ?? CLIENT_BUNDLE_FILE;
   const cache = new Map<string, Buffer | null>();
   const load = (path: string): Buffer | null => {
     if (!cache.has(path)) {
