@@ -1,6 +1,7 @@
 export { createHub, Hub, type HubStats, type NextFunction } from "./server/hub.js";
 export { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS, serve, type RunningServer, type ServeOptions } from "./server/server.js";
 export type { HubRequest, HubResponse } from "./server/edge/http.js";
+export { CLIENT_BUNDLE_FILE, clientBundle } from "./server/edge/static.js";
 export type { TlsCredentials, TlsInfo } from "./server/edge/tls.js";
 export { DEFAULTS, type ChannelPolicy, type HubOptions, type SlowConsumerPolicy } from "./server/options.js";
 export type { Engine, EngineStats, HistoryLimits, MessageListener, ReadResult } from "./engines/engine.js";

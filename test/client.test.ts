@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
-import { createClient, type ClientOptions, type LadderClient, type Message, type TransportName, type WebSocketConstructor } from "../src/client/index.js";
+import { createClient, type ClientOptions, type LadderClient, type Message, type TransportName } from "../src/client/index.js";
 import type { Gap } from "../src/protocol/index.js";
 import type { RunningServer } from "../src/index.js";
 import { startProxy, type Proxy } from "./helpers/proxy.js";
@@ -28,7 +28,7 @@ const channel = (): string => `c${process.pid}x${++seq}`;
 function client(options: ClientOptions = {}): LadderClient {
   return createClient({
     url: proxy.url,
-    WebSocket: WebSocket as unknown as WebSocketConstructor,
+    WebSocket,
     backoff: { minMs: 50, maxMs: 200 },
     probe: { minMs: 200, maxMs: 400 },
     pollIntervalMs: 100,

@@ -113,6 +113,10 @@ test("every subpath export type-checks under strict with moduleResolution nodene
     `import { createHub, type HubOptions } from "${pkg.name}";`,
     `import { createClient, type ClientOptions } from "${pkg.name}/client";`,
     `import * as browser from "${pkg.name}/client/browser";`,
+    // The documented Node 20 pattern, and the browser's own class: both without a cast.
+    `import WebSocket from "ws";`,
+    `createClient({ url: "http://127.0.0.1:8080", WebSocket }).close();`,
+    `createClient({ url: "http://127.0.0.1:8080", WebSocket: globalThis.WebSocket }).close();`,
     `const options: HubOptions = { historySize: 10 };`,
     `const hub = createHub(options);`,
     `const clientOptions: ClientOptions = { url: "http://127.0.0.1:8080", transport: "sse" };`,

@@ -8,8 +8,28 @@ export const LADDER: readonly TransportName[] = TRANSPORTS;
 
 export type ClientState = "disconnected" | "connecting" | "connected" | "closed";
 
-/** A WebSocket constructor as browsers and the `ws` package provide it. */
-export type WebSocketConstructor = new (url: string) => WebSocket;
+/**
+ * An event handler slot. Declared with method syntax so its parameter is compared both ways: the browser's
+ * handlers take DOM events and `ws`'s take its own event classes, and both carry what the client reads.
+ */
+type Handler<E> = { handle(event: E): void }["handle"] | null;
+
+/**
+ * What the client needs of a WebSocket: the browser's, Node 22's built-in one and the `ws` package's
+ * (`import WebSocket from "ws"`) all fit, with no cast.
+ */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: Handler<unknown>;
+  onmessage: Handler<{ readonly data: unknown }>;
+  onclose: Handler<{ readonly code: number; readonly reason: string }>;
+  onerror: Handler<unknown>;
+}
+
+/** A WebSocket constructor as browsers, Node 22+ and the `ws` package provide it. */
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
 
 export interface ClientOptions {
   /** Base URL of the hub, e.g. `https://app.example`. In a browser it defaults to the page's origin. */
@@ -77,7 +97,26 @@ function resolveBase(url: string | undefined): URL {
     if (!location) throw new TypeError("createClient needs a url outside a browser");
     return new URL("/", location.href);
   }
-  return new URL(url, location?.href);
+  if (location) return new URL(url, location.href);
+  // Outside a page there is nothing to resolve a relative URL against, and "127.0.0.1:8080" would parse as scheme "127.0.0.1:".
+  const base = safeUrl(url);
+  if (!base || (base.protocol !== "http:" && base.protocol !== "https:")) {
+    throw new TypeError(`createClient: url must start with http:// or https://, like "http://127.0.0.1:8080"; got ${JSON.stringify(url)}`);
+  }
+  return base;
+}
+
+function safeUrl(text: string): URL | null {
+  try {
+    return new URL(text);
+  } catch {
+    return null;
+  }
+}
+
+/** The error for a WebSocket-only ladder where there is no WebSocket: says what to pass. */
+export function noWebSocketError(): TypeError {
+  return new TypeError('createClient: transport "websocket" needs a WebSocket class and this runtime has none (Node 20): pass { WebSocket } from the "ws" package (import WebSocket from "ws"), or allow other rungs with transport: "auto"');
 }
 
 function resolveLadder(transport: ClientOptions["transport"], mode: ClientOptions["mode"]): TransportName[] {
@@ -91,9 +130,12 @@ function resolveLadder(transport: ClientOptions["transport"], mode: ClientOption
 export function resolveClientOptions(options: ClientOptions): ResolvedClientOptions {
   const fetchImpl = options.fetch ?? globalThis.fetch?.bind(globalThis);
   if (!fetchImpl) throw new TypeError("no fetch available: pass options.fetch");
+  const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  const ladder = resolveLadder(options.transport, options.mode);
+  if (!WebSocketImpl && ladder.every((name) => name === "websocket")) throw noWebSocketError();
   return {
     base: resolveBase(options.url),
-    ladder: resolveLadder(options.transport, options.mode),
+    ladder,
     paths: { ...DEFAULT_PATHS, ...options.paths },
     backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
     probe: { ...DEFAULT_PROBE, ...options.probe },
@@ -102,7 +144,7 @@ export function resolveClientOptions(options: ClientOptions): ResolvedClientOpti
     pollIntervalMs: options.pollIntervalMs ?? 5000,
     longPollWaitSeconds: options.longPollWaitSeconds ?? 25,
     publishTimeoutMs: options.publishTimeoutMs ?? 10_000,
-    WebSocket: options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket,
+    WebSocket: WebSocketImpl,
     fetch: fetchImpl,
     random: options.random ?? Math.random,
     clientId: options.clientId ?? `c${Math.random().toString(36).slice(2, 14)}`,

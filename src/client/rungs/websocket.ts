@@ -5,7 +5,7 @@
  */
 import { errorFromWire, LadderError, type Gap, type Message, type MessageId, type ServerFrame } from "../../protocol/index.js";
 import { endpoint, RungBase, TimerSlot } from "./rung.js";
-import type { ResolvedClientOptions } from "../options.js";
+import type { ResolvedClientOptions, WebSocketLike } from "../options.js";
 
 interface PendingPublish {
   resolve(value: { id: MessageId }): void;
@@ -17,7 +17,7 @@ const OPEN = 1;
 
 export class WebSocketRung extends RungBase {
   readonly name = "websocket";
-  #ws: WebSocket | null = null;
+  #ws: WebSocketLike | null = null;
   #lastSeen = 0;
   #refSeq = 0;
   readonly #pending = new Map<string, PendingPublish>();
@@ -37,7 +37,7 @@ export class WebSocketRung extends RungBase {
     }
     const url = endpoint(options, options.paths.websocket);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    let ws: WebSocket;
+    let ws: WebSocketLike;
     try {
       ws = new Ctor(url.href);
     } catch (error) {
@@ -53,8 +53,8 @@ export class WebSocketRung extends RungBase {
       for (const channel of cursors.keys()) this.add(channel);
       this.#schedulePing();
     };
-    ws.onmessage = (event: MessageEvent) => this.#onFrame(event.data);
-    ws.onclose = (event: CloseEvent) => this.end(`closed ${event.code}${event.reason ? ` ${event.reason}` : ""}`);
+    ws.onmessage = (event) => this.#onFrame(event.data);
+    ws.onclose = (event) => this.end(`closed ${event.code}${event.reason ? ` ${event.reason}` : ""}`);
     ws.onerror = () => this.end("socket error");
   }
 

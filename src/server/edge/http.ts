@@ -73,13 +73,46 @@ function isJsonContentType(value: string | undefined): boolean {
 }
 
 /**
+ * The body a parser mounted before the hub (`express.json()`, body-parser, `express.text()`) has already
+ * read from the stream, or a refusal when something read the stream and left nothing: waiting for the
+ * stream then would hang the request for ever.
+ */
+function alreadyRead(req: HubRequest, maxBytes: number): { value: unknown } | LadderError | null {
+  if (!req.readableEnded) return null;
+  const body = (req as { body?: unknown }).body;
+  if (body === undefined) return new LadderError("internal", "the request body was read by another middleware before the hub: mount the hub before body parsers, or let them set req.body");
+  let value = body;
+  if (typeof body === "string" || Buffer.isBuffer(body)) {
+    if (Buffer.byteLength(body) > maxBytes) return new LadderError("payload_too_large", `body is larger than ${maxBytes} bytes`);
+    try {
+      value = JSON.parse(body.toString());
+    } catch {
+      return new LadderError("bad_json", "body is not valid JSON");
+    }
+  } else if (Buffer.byteLength(JSON.stringify(body) ?? "") > maxBytes) {
+    return new LadderError("payload_too_large", `body is larger than ${maxBytes} bytes`);
+  }
+  return { value };
+}
+
+/**
  * Reads a JSON body of at most `maxBytes`. Rejects with 415 for another content type, 413 when it is
- * larger (checked against Content-Length first, then while reading), 400 when it does not parse.
+ * larger (checked against Content-Length first, then while reading), 400 when it does not parse. Takes
+ * `req.body` when a body parser ran first.
  */
 export function readJsonBody(req: HubRequest, maxBytes: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     if (!isJsonContentType(req.headers["content-type"])) {
       reject(new LadderError("unsupported_media_type", "Content-Type must be application/json"));
+      return;
+    }
+    const read = alreadyRead(req, maxBytes);
+    if (read instanceof LadderError) {
+      reject(read);
+      return;
+    }
+    if (read) {
+      resolve(read.value);
       return;
     }
     const declared = Number(req.headers["content-length"]);

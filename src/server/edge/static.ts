@@ -32,11 +32,10 @@ export interface StaticOptions {
   readonly clientBundle?: string;
 }
 
-export function staticFiles(options: StaticOptions = {}): (req: HubRequest, res: HubResponse) => void {
-  const demoDir = normalize(options.demoDir ?? join(ROOT, "demo"));
-  const bundle = options.clientBundle ?? CLIENT_BUNDLE_FILE;
+/** A file read at first use and kept (or its absence); files change only with a new install. */
+function fileCache(): (path: string) => Buffer | null {
   const cache = new Map<string, Buffer | null>();
-  const load = (path: string): Buffer | null => {
+  return (path) => {
     if (!cache.has(path)) {
       try {
         cache.set(path, readFileSync(path));
@@ -46,8 +45,30 @@ export function staticFiles(options: StaticOptions = {}): (req: HubRequest, res:
     }
     return cache.get(path)!;
   };
+}
+
+/** Answers GET or HEAD with a file's bytes; any other method with 405. */
+function sendFile(req: HubRequest, res: HubResponse, file: string, body: Buffer): void {
+  const method = req.method ?? "GET";
+  if (method !== "GET" && method !== "HEAD") {
+    sendError(res, new LadderError("method_not_allowed", "use GET"), { allow: "GET, HEAD" });
+    return;
+  }
+  res.writeHead(200, {
+    "content-type": TYPES[extname(file)] ?? "application/octet-stream",
+    "content-length": String(body.length),
+    "cache-control": "no-cache",
+    "x-content-type-options": "nosniff",
+  });
+  if (method === "HEAD") res.end();
+  else res.end(body);
+}
+
+export function staticFiles(options: StaticOptions = {}): (req: HubRequest, res: HubResponse) => void {
+  const demoDir = normalize(options.demoDir ?? join(ROOT, "demo"));
+  const bundle = options.clientBundle ?? CLIENT_BUNDLE_FILE;
+  const load = fileCache();
   return (req, res) => {
-    const method = req.method ?? "GET";
     const pathname = new URL(req.url ?? "/", "http://x").pathname;
     let file: string | null;
     if (pathname === "/ladder-client.js") file = bundle;
@@ -61,17 +82,29 @@ export function staticFiles(options: StaticOptions = {}): (req: HubRequest, res:
       sendError(res, new LadderError("not_found", `no route for ${pathname}`));
       return;
     }
-    if (method !== "GET" && method !== "HEAD") {
-      sendError(res, new LadderError("method_not_allowed", "use GET"), { allow: "GET, HEAD" });
+    sendFile(req, res, file, body);
+  };
+}
+
+/**
+ * For an embedded hub: serves the browser client bundle at `path` (default `/ladder-client.js`), so a page
+ * can `import { createClient } from "/ladder-client.js"`. Middleware: other paths go to `next` (404 without one).
+ */
+export function clientBundle(options: { readonly path?: string } = {}): (req: HubRequest, res: HubResponse, next?: (error?: unknown) => void) => void {
+  const path = options.path ?? "/ladder-client.js";
+  const load = fileCache();
+  return (req, res, next) => {
+    const pathname = new URL(req.url ?? "/", "http://x").pathname;
+    if (pathname !== path) {
+      if (next) next();
+      else sendError(res, new LadderError("not_found", `no route for ${pathname}`));
       return;
     }
-    res.writeHead(200, {
-      "content-type": TYPES[extname(file)] ?? "application/octet-stream",
-      "content-length": String(body.length),
-      "cache-control": "no-cache",
-      "x-content-type-options": "nosniff",
-    });
-    if (method === "HEAD") res.end();
-    else res.end(body);
+    const body = load(CLIENT_BUNDLE_FILE);
+    if (!body) {
+      sendError(res, new LadderError("not_found", "the client bundle is missing (run npm run build)"));
+      return;
+    }
+    sendFile(req, res, CLIENT_BUNDLE_FILE, body);
   };
 }
