@@ -5,7 +5,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { resolveSettings, SETTINGS } from "../src/cli/settings.js";
+import { parseServeArgs, resolveSettings, SETTINGS } from "../src/cli/settings.js";
 
 const bin = "bin/ladder.js";
 
@@ -44,26 +44,109 @@ test("precedence: flag > environment > config file > default", () => {
   assert.equal(limits.keepAliveTimeoutMs, 65_000);
 });
 
-test("bad settings are refused with a clear message and exit code 2", () => {
+/** Runs the real binary; a user mistake must come back as one `ladder: …` line, no stack trace. */
+function ladder(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 10_000, input });
+}
+
+function ladderAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"], timeout: 20_000 });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.once("close", (status) => resolve({ status, stderr }));
+  });
+}
+
+function assertOneLine(stderr: string, message: RegExp, what: string): void {
+  const lines = stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `${what}: one line, got:\n${stderr}`);
+  assert.match(lines[0]!, /^ladder: /, what);
+  assert.match(lines[0]!, message, what);
+  assert.doesNotMatch(stderr, /\n\s+at /, `${what}: no stack trace`);
+}
+
+test("bad settings are refused with one line that names the flag, variable or config key, and exit code 2", async () => {
   const dir = mkdtempSync(join(tmpdir(), "ladder-cli-"));
-  const badConfig = join(dir, "bad.json");
-  writeFileSync(badConfig, '{"prot": 1}');
+  const unknownKey = join(dir, "unknown.json");
+  writeFileSync(unknownKey, '{"prot": 1}');
+  const badPort = join(dir, "port.json");
+  writeFileSync(badPort, '{"port": "abc"}');
+  const syntax = join(dir, "syntax.json");
+  writeFileSync(syntax, '{\n  "port": 1,\n  "host": x\n}');
   const cases: Array<[string[], NodeJS.ProcessEnv, RegExp]> = [
-    [["serve", "--port", "abc"], {}, /port: expected a whole number/],
-    [["serve", "--slow-consumer", "never"], {}, /expected disconnect or latest/],
-    [["serve", "--nope"], {}, /Unknown option/],
-    [["serve", "--config", badConfig], {}, /unknown key prot/],
+    [["serve", "--port", "abc"], {}, /^ladder: --port: expected a port number from 0 to 65535, got "abc"$/],
+    [["serve", "--port", "99999"], {}, /^ladder: --port: expected a port number from 0 to 65535, got "99999"$/],
+    [["serve"], { LADDER_PORT: "-1" }, /^ladder: LADDER_PORT: expected a port number/],
+    [["serve", "--config", badPort], {}, new RegExp(`^ladder: config file ${badPort}, key "port": expected a port number`)],
+    [["serve", "--slow-consumer", "never"], {}, /^ladder: --slow-consumer: expected one of disconnect, latest; got "never"$/],
+    [["serve", "--log-level", "verbose"], {}, /^ladder: --log-level: expected one of fatal, error, warn, info, debug, trace, silent; got "verbose"$/],
+    [["serve", "--metrics", "maybe"], {}, /^ladder: --metrics: expected one of true, 1, yes, on, false, 0, no, off; got "maybe"$/],
+    [["serve", "--demo=sure"], {}, /^ladder: --demo: expected one of/],
+    [["serve"], { LADDER_METRICS: "maybe" }, /^ladder: LADDER_METRICS: expected one of true, 1, yes, on, false, 0, no, off; got "maybe"$/],
+    [["serve", "--nope"], {}, /^ladder: unknown option --nope; see ladder serve --help$/],
+    [["serve", "--port"], {}, /^ladder: --port: needs a value/],
+    [["serve", "--config", unknownKey], {}, /unknown key "prot"/],
+    [["serve", "--config", syntax], {}, new RegExp(`^ladder: config file ${syntax} is not valid JSON: syntax error at line 3, column 11 \\("x"\\)`)],
     [["serve", "--config", join(dir, "missing.json")], {}, /cannot read config file/],
-    [["serve"], { LADDER_MAX_WAIT: "-3" }, /expected seconds/],
-    [["frobnicate"], {}, /unknown command/],
+    [["serve"], { LADDER_MAX_WAIT: "-3" }, /^ladder: LADDER_MAX_WAIT: expected seconds/],
+    [["frobnicate"], {}, /unknown command "frobnicate"/],
     [["serve", "--port", "0", "--trust-proxy", "10.0.0.0/99"], {}, /trustProxy: "10.0.0.0\/99" is not an address/],
     [["serve", "--port", "0", "--headers-timeout", "40", "--request-timeout", "30"], {}, /headersTimeoutMs must not exceed requestTimeoutMs/],
+    [["publish", "prices", "{price: 1}"], {}, /^ladder: "\{price: 1\}" is not valid JSON .*--string/],
+    [["publish", "prices"], {}, /^ladder: usage: ladder publish/],
+    [["publish", "bad channel", "1"], {}, /^ladder: channel "bad channel": expected 1–128 characters/],
+    [["publish", "prices", "1", "--url", "127.0.0.1:8080"], {}, /^ladder: --url: expected an http:\/\/ or https:\/\/ URL like http:\/\/127.0.0.1:8080, got "127.0.0.1:8080"$/],
+    [["tail", "prices", "--url", "localhost:8080"], {}, /^ladder: --url: expected an http:\/\/ or https:\/\/ URL/],
+    [["tail", "prices", "--since", "yesterday"], {}, /^ladder: --since: expected a message id/],
+    [["tail", "--bogus"], {}, /^ladder: unknown option --bogus; see ladder tail --help$/],
   ];
-  for (const [args, env, message] of cases) {
-    const out = spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 5000 });
+  // All at once: each is a process start, and they are independent.
+  const results = await Promise.all(cases.map(([args, env]) => ladderAsync(args, env)));
+  cases.forEach(([args, , message], i) => {
+    const out = results[i]!;
     assert.equal(out.status, 2, `${args.join(" ")}: ${out.stderr}`);
-    assert.match(out.stderr, message);
+    assertOneLine(out.stderr, message, args.join(" "));
+  });
+});
+
+test("switches take the same words from flags, environment and config file", () => {
+  const dir = mkdtempSync(join(tmpdir(), "ladder-cli-"));
+  const config = join(dir, "c.json");
+  writeFileSync(config, '{"metrics": "yes", "h2c": "off", "demo": false}');
+  for (const [words, expected] of [
+    [["true", "1", "yes", "on", "YES"], true],
+    [["false", "0", "no", "off", "Off"], false],
+  ] as const) {
+    for (const word of words) {
+      assert.equal(resolveSettings(parseServeArgs(["--metrics", word]), {}).metrics, expected, `--metrics ${word}`);
+      assert.equal(resolveSettings(parseServeArgs([`--metrics=${word}`]), {}).metrics, expected, `--metrics=${word}`);
+      assert.equal(resolveSettings({}, { LADDER_METRICS: word }).metrics, expected, `LADDER_METRICS=${word}`);
+    }
   }
+  const fromConfig = resolveSettings(parseServeArgs(["--config", config]), {});
+  assert.deepEqual([fromConfig.metrics, fromConfig.h2c, fromConfig.demo], [true, false, false]);
+  // A bare switch and its negation still work, and a switch followed by another option takes no value.
+  assert.equal(resolveSettings(parseServeArgs(["--no-http2", "--metrics", "--port", "1"]), {}).metrics, true);
+  assert.equal(resolveSettings(parseServeArgs(["--no-http2"]), {}).http2, false);
+});
+
+test("--help: aligned columns, every switch in the switches sentence, the channels key explained", () => {
+  const out = ladder(["--help"]);
+  assert.equal(out.status, 0);
+  const section = out.stdout.slice(out.stdout.indexOf("Options of serve:"));
+  const rows = section.split("\n").filter((line) => /^  --[a-z]/.test(line));
+  const starts = new Set(rows.map((line) => /^  --\S+( <\w+>)?\s+/.exec(line)![0].length));
+  assert.equal(starts.size, 1, `descriptions start in one column: ${[...starts].join(", ")}`);
+  // Continuation lines (defaults, env, config key) start in that same column.
+  const column = [...starts][0]!;
+  for (const line of section.split("\n").filter((l) => l.includes(" · env "))) assert.equal(line.length - line.trimStart().length, column, line);
+  const sentence = /Switches \(([^)]*)\)/.exec(out.stdout)![1]!;
+  for (const s of SETTINGS.filter((x) => x.kind === "bool")) assert.ok(sentence.includes(`--${s.flag}`), `switch sentence lists --${s.flag}`);
+  assert.match(out.stdout, /true\/1\/yes\/on\/false\/0\/no\/off/);
+  assert.match(out.stdout, /"channels": per-channel policies/);
+  for (const flag of ["--url", "--string", "--data-file", "--since", "--json"]) assert.ok(out.stdout.includes(flag), flag);
+  assert.equal(ladder(["publish", "--help"]).stdout, out.stdout);
 });
 
 test("ladder serve from the environment, then ladder publish and ladder tail against it", async () => {
@@ -88,17 +171,17 @@ test("ladder serve from the environment, then ladder publish and ladder tail aga
     }
     const polled = (await (await fetch(`${url}/api/messages?channel=cli`)).json()) as Array<{ data: { n: number } }>;
     assert.deepEqual(polled.map((m) => m.data.n), [2, 3], "history size 2 came from the environment");
-    const tail = spawn(process.execPath, [bin, "tail", "cli", "--since", "0", "--url", url], { stdio: ["ignore", "pipe", "inherit"] });
+    const tail = spawn(process.execPath, [bin, "tail", "cli", "--since", "0", "--url", url], { stdio: ["ignore", "pipe", "pipe"] });
     const text = await new Promise<string>((resolve) => {
       let out = "";
       tail.stdout.on("data", (d: Buffer) => {
         out += d.toString();
-        if (out.includes('data: {"n":3}')) resolve(out);
+        if (out.includes('{"n":3}\n')) resolve(out);
       });
     });
     tail.kill();
-    assert.match(text, /retry: \d+/);
-    assert.match(text, /data: \{"n":2\}/);
+    // One message per line: id, channel, data — not the SSE wire.
+    assert.match(text, /^\d+-\d+ cli \{"n":2\}\n\d+-\d+ cli \{"n":3\}\n$/);
   } finally {
     child.kill("SIGTERM");
   }

@@ -4,12 +4,18 @@
  * config file > default.
  */
 import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
 import { ENGINE_URL_HELP } from "../engines/create.js";
+import { jsonErrorPosition } from "./json-position.js";
 import { DEFAULTS } from "../server/options.js";
-import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS, type ServeOptions } from "../server/server.js";
+import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS } from "../server/edge/defaults.js";
+import type { ServeOptions } from "../server/server.js";
 
-/** `bool` settings are switches on the command line (`--h2c`, `--no-http2`), true/false elsewhere. */
-type Kind = "int" | "seconds" | "string" | "policy" | "bool";
+/**
+ * `bool` settings are switches on the command line (`--h2c`, `--no-http2`, or `--h2c=off`); every source
+ * takes the same words for them (BOOLEAN_WORDS). `choice` settings take one of their `choices`.
+ */
+type Kind = "int" | "port" | "seconds" | "string" | "choice" | "bool";
 
 /**
  * What the table fills in: serve options, plus the TLS file names and switch that resolveSettings turns
@@ -33,6 +39,7 @@ interface Setting {
   readonly kind: Kind;
   readonly help: string;
   readonly fallback: string;
+  readonly choices?: readonly string[];
   readonly apply: (target: Target, value: number | string | boolean) => void;
 }
 
@@ -40,8 +47,10 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 const ms = (seconds: number): number => Math.round(seconds * 1000);
 
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
 export const SETTINGS: readonly Setting[] = [
-  { flag: "port", env: "LADDER_PORT", key: "port", kind: "int", help: "TCP port to listen on", fallback: "8080", apply: (t, v) => (t.port = v as number) },
+  { flag: "port", env: "LADDER_PORT", key: "port", kind: "port", help: "TCP port to listen on (0 picks a free one)", fallback: "8080", apply: (t, v) => (t.port = v as number) },
   { flag: "host", env: "LADDER_HOST", key: "host", kind: "string", help: "address to bind", fallback: "127.0.0.1", apply: (t, v) => (t.host = v as string) },
   { flag: "engine", env: "LADDER_ENGINE", key: "engine", kind: "string", help: `storage and fan-out: ${ENGINE_URL_HELP} (many nodes share a broker)`, fallback: "memory", apply: (t, v) => (t.engine = engineUrl(v as string)) },
   { flag: "history-size", env: "LADDER_HISTORY_SIZE", key: "historySize", kind: "int", help: "messages kept per channel", fallback: String(DEFAULTS.historySize), apply: (t, v) => (t.historySize = v as number) },
@@ -56,7 +65,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "max-connections", env: "LADDER_MAX_CONNECTIONS", key: "maxConnections", kind: "int", help: "open streams, WebSockets and held polls", fallback: String(DEFAULTS.maxConnections), apply: (t, v) => (t.maxConnections = v as number) },
   { flag: "max-channels", env: "LADDER_MAX_CHANNELS", key: "maxChannelsPerConnection", kind: "int", help: "channels per stream or WebSocket", fallback: String(DEFAULTS.maxChannelsPerConnection), apply: (t, v) => (t.maxChannelsPerConnection = v as number) },
   { flag: "max-buffered-bytes", env: "LADDER_MAX_BUFFERED_BYTES", key: "maxBufferedBytes", kind: "int", help: "bytes queued to one connection before the slow-consumer policy applies", fallback: String(DEFAULTS.maxBufferedBytes), apply: (t, v) => (t.maxBufferedBytes = v as number) },
-  { flag: "slow-consumer", env: "LADDER_SLOW_CONSUMER", key: "slowConsumer", kind: "policy", help: "disconnect | latest", fallback: DEFAULTS.slowConsumer, apply: (t, v) => (t.slowConsumer = v as "disconnect" | "latest") },
+  { flag: "slow-consumer", env: "LADDER_SLOW_CONSUMER", key: "slowConsumer", kind: "choice", choices: ["disconnect", "latest"], help: "what happens to a connection past max-buffered-bytes: disconnect | latest (skip to the newest, with a gap)", fallback: DEFAULTS.slowConsumer, apply: (t, v) => (t.slowConsumer = v as "disconnect" | "latest") },
   { flag: "tls-cert", env: "LADDER_TLS_CERT", key: "tlsCert", kind: "string", help: "PEM certificate (chain) file: serve https and wss (with --tls-key)", fallback: "none", apply: (t, v) => (t.tlsCertFile = v as string) },
   { flag: "tls-key", env: "LADDER_TLS_KEY", key: "tlsKey", kind: "string", help: "PEM private key file of --tls-cert", fallback: "none", apply: (t, v) => (t.tlsKeyFile = v as string) },
   { flag: "tls-self-signed", env: "LADDER_TLS_SELF_SIGNED", key: "tlsSelfSigned", kind: "bool", help: "serve https with a development certificate made at start (fingerprint printed, never written to disk)", fallback: "false", apply: (t, v) => (t.tlsSelfSigned = v as boolean) },
@@ -74,7 +83,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "presence-node-timeout", env: "LADDER_PRESENCE_NODE_TIMEOUT", key: "presenceNodeTimeout", kind: "seconds", help: "a node not heard from this long is dead and its members leave, seconds", fallback: "15", apply: (t, v) => (t.presenceNodeTimeoutMs = ms(v as number)) },
   { flag: "metrics", env: "LADDER_METRICS", key: "metrics", kind: "bool", help: "serve Prometheus metrics at /metrics (anyone reaching the port can read them)", fallback: "false", apply: (t, v) => (t.metrics = v as boolean) },
   { flag: "demo", env: "LADDER_DEMO", key: "demo", kind: "bool", help: "serve the demo page at / and the browser client at /ladder-client.js; --no-demo to turn off", fallback: "true", apply: (t, v) => (t.demo = v as boolean) },
-  { flag: "log-level", env: "LADDER_LOG_LEVEL", key: "logLevel", kind: "string", help: "fatal | error | warn | info | debug | silent", fallback: "info", apply: (t, v) => (t.logLevel = v as string) },
+  { flag: "log-level", env: "LADDER_LOG_LEVEL", key: "logLevel", kind: "choice", choices: LOG_LEVELS, help: LOG_LEVELS.join(" | "), fallback: "info", apply: (t, v) => (t.logLevel = v as string) },
 ];
 
 export class SettingsError extends Error {}
@@ -87,32 +96,41 @@ function engineUrl(text: string): string {
 
 const TRUE = new Set(["true", "1", "yes", "on"]);
 const FALSE = new Set(["false", "0", "no", "off"]);
+/** The words a switch takes from every source: flag value, environment, config file. */
+export const BOOLEAN_WORDS = [...TRUE, ...FALSE];
 
-function convert(setting: Setting, raw: unknown, source: string): number | string | boolean {
-  const where = `${source} ${setting.kind === "string" || setting.kind === "policy" ? "" : "(a number) "}`;
+/** A boolean word, or undefined when `text` is none of them. */
+export function parseBoolean(text: string): boolean | undefined {
+  const word = text.trim().toLowerCase();
+  return TRUE.has(word) ? true : FALSE.has(word) ? false : undefined;
+}
+
+/** `where` names the setting as the user wrote it: `--port`, `LADDER_PORT`, or `config file x.json, key "port"`. */
+function convert(setting: Setting, raw: unknown, where: string): number | string | boolean {
+  const got = `got ${JSON.stringify(raw)}`;
   switch (setting.kind) {
-    case "int": {
-      const n = typeof raw === "number" ? raw : Number(raw);
-      if (!Number.isInteger(n) || n < 0) throw new SettingsError(`${where}${setting.flag}: expected a whole number, got ${JSON.stringify(raw)}`);
+    case "int":
+    case "port": {
+      const n = typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
+      if (setting.kind === "port" && !(Number.isInteger(n) && n >= 0 && n <= 65535)) throw new SettingsError(`${where}: expected a port number from 0 to 65535, ${got}`);
+      if (!Number.isInteger(n) || n < 0) throw new SettingsError(`${where}: expected a whole number ≥ 0, ${got}`);
       return n;
     }
     case "seconds": {
-      const n = typeof raw === "number" ? raw : Number(raw);
-      if (!Number.isFinite(n) || n < 0) throw new SettingsError(`${where}${setting.flag}: expected seconds ≥ 0, got ${JSON.stringify(raw)}`);
+      const n = typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
+      if (!Number.isFinite(n) || n < 0) throw new SettingsError(`${where}: expected seconds ≥ 0 (e.g. 2.5), ${got}`);
       return n;
     }
-    case "policy":
-      if (raw !== "disconnect" && raw !== "latest") throw new SettingsError(`${source} ${setting.flag}: expected disconnect or latest`);
+    case "choice":
+      if (typeof raw !== "string" || !setting.choices!.includes(raw)) throw new SettingsError(`${where}: expected one of ${setting.choices!.join(", ")}; ${got}`);
       return raw;
     case "string":
-      if (typeof raw !== "string" || raw === "") throw new SettingsError(`${source} ${setting.flag}: expected text`);
+      if (typeof raw !== "string" || raw === "") throw new SettingsError(`${where}: expected non-empty text, ${got}`);
       return raw;
     case "bool": {
-      if (typeof raw === "boolean") return raw;
-      const text = String(raw).trim().toLowerCase();
-      if (TRUE.has(text)) return true;
-      if (FALSE.has(text)) return false;
-      throw new SettingsError(`${source} ${setting.flag}: expected true or false, got ${JSON.stringify(raw)}`);
+      const value = typeof raw === "boolean" ? raw : typeof raw === "string" ? parseBoolean(raw) : undefined;
+      if (value === undefined) throw new SettingsError(`${where}: expected one of ${BOOLEAN_WORDS.join(", ")}; ${got}`);
+      return value;
     }
   }
 }
@@ -128,8 +146,41 @@ function readPem(path: string, flag: string): string {
   try {
     return readFileSync(path, "utf8");
   } catch (error) {
-    throw new SettingsError(`cannot read ${flag} file ${path}: ${(error as Error).message}`);
+    throw new SettingsError(`--${flag}: cannot read ${path}: ${(error as Error).message}`);
   }
+}
+
+/**
+ * A JSON object from a file; a syntax error names the file, line and column (Node 20's JSON.parse gives
+ * only a character position).
+ */
+function readJsonObject(path: string, what: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new SettingsError(`cannot read ${what} ${path}: ${(error as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    const position = jsonErrorPosition(text);
+    const where = position >= text.length ? "the end of the file" : `${lineAndColumn(text, position)} (${JSON.stringify(text[position])})`;
+    throw new SettingsError(`${what} ${path} is not valid JSON: syntax error at ${where}; ${jsonReason(error as Error)}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new SettingsError(`${what} ${path}: expected a JSON object {…}`);
+  return parsed as Record<string, unknown>;
+}
+
+/** V8's reason without the position or the echoed text, which the message gives better. */
+function jsonReason(error: Error): string {
+  return error.message.replace(/ in JSON at position \d+.*$/s, "").replace(/, (\.\.\.)?".*" is not valid JSON$/s, "");
+}
+
+function lineAndColumn(text: string, position: number): string {
+  const before = text.slice(0, position).split("\n");
+  return `line ${before.length}, column ${before[before.length - 1]!.length + 1}`;
 }
 
 const AUTH_KEYS = new Set(["rules", "defaults", "jwt", "apiKeys", "allowedOrigins", "cors", "limits"]);
@@ -139,15 +190,8 @@ const AUTH_KEYS = new Set(["rules", "defaults", "jwt", "apiKeys", "allowedOrigin
  * keys) that deserve tighter file permissions. Shapes are checked by the hub's own option checks.
  */
 function readAuthConfig(path: string): Pick<ServeOptions, "auth" | "allowedOrigins" | "cors" | "limits"> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(path, "utf8"));
-  } catch (error) {
-    throw new SettingsError(`cannot read auth-config file ${path}: ${(error as Error).message}`);
-  }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new SettingsError(`auth-config file ${path} is not a JSON object`);
-  const c = parsed as Record<string, unknown>;
-  for (const key of Object.keys(c)) if (!AUTH_KEYS.has(key)) throw new SettingsError(`auth-config file ${path}: unknown key ${key}`);
+  const c = readJsonObject(path, "auth-config file");
+  for (const key of Object.keys(c)) if (!AUTH_KEYS.has(key)) throw new SettingsError(`auth-config file ${path}: unknown key "${key}" (known: ${[...AUTH_KEYS].join(", ")})`);
   type Options = ServeOptions;
   const auth = { rules: c.rules, defaults: c.defaults, jwt: c.jwt, apiKeys: c.apiKeys } as NonNullable<Options["auth"]>;
   return {
@@ -164,30 +208,21 @@ export function resolveSettings(flags: Record<string, string | boolean | undefin
   const configPath = (flags.config as string | undefined) ?? env.LADDER_CONFIG;
   let config: Record<string, unknown> = {};
   if (configPath) {
-    let text: string;
-    try {
-      text = readFileSync(configPath, "utf8");
-    } catch (error) {
-      throw new SettingsError(`cannot read config file ${configPath}: ${(error as Error).message}`);
-    }
-    try {
-      const parsed: unknown = JSON.parse(text);
-      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("not an object");
-      config = parsed as Record<string, unknown>;
-    } catch (error) {
-      throw new SettingsError(`config file ${configPath} is not a JSON object: ${(error as Error).message}`);
-    }
+    config = readJsonObject(configPath, "config file");
     const known = new Set([...SETTINGS.map((s) => s.key), "channels"]);
-    for (const key of Object.keys(config)) if (!known.has(key)) throw new SettingsError(`config file ${configPath}: unknown key ${key}`);
-    if (config.channels !== undefined) target.channels = config.channels as ServeOptions["channels"];
+    for (const key of Object.keys(config)) if (!known.has(key)) throw new SettingsError(`config file ${configPath}: unknown key "${key}" (known: ${[...known].join(", ")})`);
+    if (config.channels !== undefined) {
+      if (!Array.isArray(config.channels)) throw new SettingsError(`config file ${configPath}, key "channels": expected a list like ${CHANNELS_EXAMPLE}`);
+      target.channels = config.channels as ServeOptions["channels"];
+    }
   }
   for (const setting of SETTINGS) {
     const fromFlag = setting.kind === "bool" ? switchFlag(flags, setting.flag) : flags[setting.flag];
     const fromEnv = env[setting.env];
     const fromConfig = config[setting.key];
-    if (typeof fromFlag === "string" || typeof fromFlag === "boolean") setting.apply(target, convert(setting, fromFlag, "--"));
+    if (typeof fromFlag === "string" || typeof fromFlag === "boolean") setting.apply(target, convert(setting, fromFlag, `--${setting.flag}`));
     else if (fromEnv !== undefined && fromEnv !== "") setting.apply(target, convert(setting, fromEnv, setting.env));
-    else if (fromConfig !== undefined) setting.apply(target, convert(setting, fromConfig, `config ${setting.key}`));
+    else if (fromConfig !== undefined) setting.apply(target, convert(setting, fromConfig, `config file ${configPath}, key "${setting.key}"`));
   }
   const { tlsCertFile, tlsKeyFile, tlsSelfSigned, authConfigFile, logLevel, presenceLeaveDelayMs, presenceNodeTimeoutMs, ...options } = target;
   if (Array.isArray(options.presence)) {
@@ -195,15 +230,86 @@ export function resolveSettings(flags: Record<string, string | boolean | undefin
     options.presence = { channels, ...(presenceLeaveDelayMs !== undefined ? { leaveDelayMs: presenceLeaveDelayMs } : {}), ...(presenceNodeTimeoutMs !== undefined ? { nodeTimeoutMs: presenceNodeTimeoutMs } : {}) };
   }
   if (authConfigFile) Object.assign(options, readAuthConfig(authConfigFile));
-  if (tlsSelfSigned && (tlsCertFile || tlsKeyFile)) throw new SettingsError("tls-self-signed and tls-cert/tls-key exclude each other");
-  if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) throw new SettingsError("tls-cert and tls-key go together");
+  if (tlsSelfSigned && (tlsCertFile || tlsKeyFile)) throw new SettingsError("--tls-self-signed and --tls-cert/--tls-key exclude each other");
+  if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) throw new SettingsError("--tls-cert and --tls-key go together");
   if (tlsCertFile && tlsKeyFile) options.tls = { cert: readPem(tlsCertFile, "tls-cert"), key: readPem(tlsKeyFile, "tls-key") };
   else if (tlsSelfSigned) options.tls = "self-signed";
-  if (options.tls && options.h2c) throw new SettingsError("h2c is for cleartext; with TLS, HTTP/2 is negotiated by ALPN (turn it off with --no-http2)");
+  if (options.tls && options.h2c) throw new SettingsError("--h2c is for cleartext; with TLS, HTTP/2 is negotiated by ALPN (turn it off with --no-http2)");
   return { ...options, logLevel: logLevel ?? "info" };
 }
 
+/** Rows of two aligned columns; a row's right side may hold several lines. */
+export function columns(rows: ReadonlyArray<readonly [string, string]>): string {
+  const width = Math.max(...rows.map(([left]) => left.length)) + 2;
+  return rows.map(([left, right]) => `  ${left.padEnd(width)}${right.split("\n").join(`\n  ${" ".repeat(width)}`)}`).join("\n");
+}
+
+const CHANNELS_EXAMPLE = '[{"match": "prices.*", "slowConsumer": "latest"}]';
+
 export function settingsHelp(): string {
-  const rows = SETTINGS.map((s) => `  --${s.flag}${s.kind === "bool" ? "" : ` <${s.kind === "seconds" ? "s" : s.kind === "int" ? "n" : "v"}>`} `.padEnd(30) + `${s.help} (default ${s.fallback}; env ${s.env}; config "${s.key}")`);
-  return rows.join("\n");
+  const rows: Array<[string, string]> = [["--config <file>", "JSON config file; its keys are the names in quotes below\nenv LADDER_CONFIG"]];
+  for (const s of SETTINGS) {
+    const value = s.kind === "bool" ? "" : ` <${s.kind === "seconds" ? "s" : s.kind === "int" || s.kind === "port" ? "n" : "v"}>`;
+    rows.push([`--${s.flag}${value}`, `${s.help}\ndefault ${s.fallback} · env ${s.env} · config "${s.key}"`]);
+  }
+  rows.push(["(config file only)", `"channels": per-channel policies, the first matching "match" wins, e.g.\n${CHANNELS_EXAMPLE}`]);
+  const switches = SETTINGS.filter((s) => s.kind === "bool").map((s) => `--${s.flag}`);
+  return `${columns(rows)}
+
+Switches (${switches.join(", ")}) need no value; --no-<switch> turns one off, and
+--<switch>=<word> or --<switch> <word> take ${BOOLEAN_WORDS.join("/")}, as the
+environment and the config file do. Precedence: flag > environment > config file > default.`;
+}
+
+/**
+ * Reads `ladder serve`'s arguments. Switches also take a boolean word (`--metrics false`, `--demo=off`),
+ * turned here into `--x` / `--no-x` for parseArgs; a word that is not boolean is refused by name.
+ */
+export function parseServeArgs(args: readonly string[]): Record<string, string | boolean | undefined> {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = { config: { type: "string" }, help: { type: "boolean", short: "h" } };
+  const switches = new Set<string>();
+  for (const s of SETTINGS) {
+    if (s.kind === "bool") {
+      options[s.flag] = { type: "boolean" };
+      options[`no-${s.flag}`] = { type: "boolean" };
+      switches.add(s.flag);
+    } else {
+      options[s.flag] = { type: "string" };
+    }
+  }
+  const normalized: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(arg);
+    if (!m || !switches.has(m[1]!)) {
+      normalized.push(arg);
+      continue;
+    }
+    let word = m[2];
+    if (word === undefined && i + 1 < args.length && !args[i + 1]!.startsWith("-")) word = args[++i];
+    if (word === undefined) {
+      normalized.push(arg);
+      continue;
+    }
+    const value = parseBoolean(word);
+    if (value === undefined) throw new SettingsError(`--${m[1]}: expected one of ${BOOLEAN_WORDS.join(", ")}; got ${JSON.stringify(word)}`);
+    normalized.push(value ? `--${m[1]}` : `--no-${m[1]}`);
+  }
+  try {
+    return parseArgs({ args: normalized, options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw argsError(error, "serve");
+  }
+}
+
+/** node's parseArgs messages, said shorter and with where to look. */
+export function argsError(error: unknown, command: string): Error {
+  const code = (error as { code?: string }).code ?? "";
+  if (!code.startsWith("ERR_PARSE_ARGS")) return error as Error;
+  const message = (error as Error).message;
+  const option = /'(-[^' ]+)/.exec(message)?.[1];
+  if (code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return new SettingsError(`unknown option ${option ?? message}; see ladder ${command} --help`);
+  if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && /argument missing/.test(message)) return new SettingsError(`${option?.split(",")[0] ?? message}: needs a value; see ladder ${command} --help`);
+  if (code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") return new SettingsError(`unexpected argument ${/'([^']*)'/.exec(message)?.[1] ?? message}; see ladder ${command} --help`);
+  return new SettingsError(`${message.split(". ")[0]}; see ladder ${command} --help`);
 }

@@ -17,6 +17,7 @@ export const ERROR_STATUS = {
   forbidden: 403,
   origin_not_allowed: 403,
   not_found: 404,
+  metrics_disabled: 404,
   method_not_allowed: 405,
   request_timeout: 408,
   payload_too_large: 413,

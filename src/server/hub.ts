@@ -17,7 +17,7 @@ import { applyCors, upgradeOriginRefusal } from "./auth/origins.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
 import type { Principal } from "./auth/rules.js";
 import { Fanout } from "./core/fanout.js";
-import { HubMetrics } from "./metrics.js";
+import { HubMetrics, METRICS_OFF, METRICS_PATH } from "./metrics.js";
 import { closeAfterResponse, readJsonBody, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
 import { checkChannel } from "./edge/params.js";
 import { asLadderError, endWithError, sendError, type Headers } from "./edge/refusal.js";
@@ -42,8 +42,6 @@ export interface HubStats {
 }
 
 const SWEEP_INTERVAL_MS = 60_000;
-/** Where Prometheus scrapes, with the `metrics` option; the usual path, so a scrape config needs no path. */
-const METRICS_PATH = "/metrics";
 const FRAME_OVERHEAD_BYTES = 1024;
 
 export class Hub {
@@ -335,7 +333,7 @@ export class Hub {
       default:
         if (next) return next();
         closeAfterResponse(req, res);
-        this.#refuse(res, new LadderError("not_found", `no route for ${url.pathname}`));
+        this.#refuse(res, url.pathname === METRICS_PATH ? METRICS_OFF : new LadderError("not_found", `no route for ${url.pathname}`));
     }
   }
 

@@ -4,11 +4,17 @@
  * scraped; the hot path only bumps plain counters (a publish, a refusal), never a label lookup per delivery.
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
-import type { LadderError } from "../protocol/index.js";
+import { LadderError } from "../protocol/index.js";
 import type { EngineStats } from "../engines/engine.js";
 import type { TransportKind } from "./transports/transport.js";
 
 /** What the metrics read from the hub at scrape time. */
+/** Where Prometheus scrapes, with the `metrics` option; the usual path, so a scrape config needs no path. */
+export const METRICS_PATH = "/metrics";
+
+/** Said to a scraper, or a person, that asks for metrics the hub was not told to keep. */
+export const METRICS_OFF = new LadderError("metrics_disabled", 'metrics are off: start with --metrics (LADDER_METRICS=true, config "metrics": true, or createHub({ metrics: true }))');
+
 export interface MetricsSource {
   stats(): { readonly byKind: Readonly<Record<TransportKind, number>>; readonly channels: number; readonly draining: boolean };
   /** Live messages handed to subscribers on this node so far (one per subscriber per message). */

@@ -7,6 +7,7 @@ import { LadderError } from "../protocol/index.js";
 import type { HubRequest, HubResponse } from "./edge/http.js";
 import { endWithError } from "./edge/refusal.js";
 import { Hub } from "./hub.js";
+import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS } from "./edge/defaults.js";
 import { listen, type Listener, type RequestLimits } from "./edge/listen.js";
 import type { HubOptions } from "./options.js";
 import { providedCredentials, selfSignedCredentials, type TlsCredentials, type TlsInfo } from "./edge/tls.js";
@@ -61,14 +62,7 @@ export interface RunningServer {
 /** How long HTTP/2 connections that got GOAWAY may take to flush their last frames and close by themselves. */
 const SETTLE_MS = 1000;
 
-/** nginx's default for http2_max_concurrent_streams; each open SSE stream or held poll takes one. */
-export const DEFAULT_MAX_CONCURRENT_STREAMS = 128;
-
-/**
- * Header size is node's own default; the timeouts are tighter than node's (60 s, 300 s) because a hub's
- * long-lived responses do not need long requests, and every half-sent request holds a socket.
- */
-export const DEFAULT_REQUEST_LIMITS: RequestLimits = { maxHeaderBytes: 16 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000 };
+export { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS };
 
 function requestLimits(options: ServeOptions): RequestLimits {
   const value = (name: keyof RequestLimits, min: number): number => {

@@ -1,0 +1,59 @@
+/** `ladder serve`: a hub on a port, the demo page beside it, drained on SIGTERM or SIGINT. */
+import { pino } from "pino";
+import { serve } from "../server/server.js";
+import type { HubRequest, HubResponse } from "../server/edge/http.js";
+import { sendError } from "../server/edge/refusal.js";
+import { staticFiles } from "../server/edge/static.js";
+import { METRICS_OFF, METRICS_PATH } from "../server/metrics.js";
+import { DemoPublisher, demoRoutes } from "./demo-publisher.js";
+import { RuntimeError } from "./remote.js";
+import { SettingsError, type resolveSettings } from "./settings.js";
+
+/** What listen() throws, said for the person who typed the command. */
+function listenError(error: unknown, host: string, port: number): Error {
+  const code = (error as { code?: string }).code;
+  const where = `port ${port} on ${host}`;
+  if (code === "EADDRINUSE") return new RuntimeError(`${where} is already in use: stop what holds it, or choose another with --port (0 picks a free one)`);
+  if (code === "EACCES") return new RuntimeError(`not allowed to listen on ${where}: ports below 1024 need privileges; choose another with --port`);
+  if (code === "EADDRNOTAVAIL" || code === "ENOTFOUND" || code === "EAI_AGAIN") return new RuntimeError(`cannot listen on host ${host} (${code}): check --host (127.0.0.1, 0.0.0.0, or an address of this machine)`);
+  // serve() refuses bad options (a certificate that does not parse, a key that does not fit) with a TypeError.
+  if (error instanceof TypeError) return new SettingsError(error.message);
+  return error as Error;
+}
+
+export async function runServe(settings: ReturnType<typeof resolveSettings>): Promise<void> {
+  const logger = pino({ level: settings.logLevel, base: undefined });
+  // The demo page and its publisher (POST /demo/publisher), only when the demo is on.
+  const demo = settings.demo === false ? null : new DemoPublisher();
+  const host = settings.host ?? "127.0.0.1";
+  const pages = demo ? demoRoutes(demo, staticFiles()) : undefined;
+  // The hub answers /metrics itself when metrics are on; off, the demo's routes would call it a missing page.
+  const fallback = pages && !settings.metrics ? (req: HubRequest, res: HubResponse) => (new URL(req.url ?? "/", "http://x").pathname === METRICS_PATH ? sendError(res, METRICS_OFF) : pages(req, res)) : pages;
+  // The demo's chat shows who is in the room; its anonymous tabs may name themselves (info, unverified).
+  const presence = settings.presence ?? (demo ? { channels: ["demo.*"], anonymousInfo: true } : undefined);
+  const running = await serve({ ...settings, presence, logger, fallback }).catch((error: unknown) => {
+    throw listenError(error, host, settings.port ?? 8080);
+  });
+  demo?.attach((channel, data) => running.hub.publish(channel, data));
+  logger.info({ url: running.url, engine: running.hub.engine.name }, `ladder listening on ${running.url}`);
+  if (!logger.isLevelEnabled("info")) process.stdout.write(`ladder listening on ${running.url}\n`);
+  if (running.tls?.selfSigned) {
+    // Printed so a developer can compare it with what the browser shows before accepting its warning.
+    const note = `self-signed development certificate, SHA-256 fingerprint ${running.tls.fingerprint256} (not for production)`;
+    logger.warn({ fingerprint256: running.tls.fingerprint256 }, note);
+    if (!logger.isLevelEnabled("warn")) process.stdout.write(`ladder: ${note}\n`);
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    demo?.close();
+    logger.info({ signal }, "draining");
+    running.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
