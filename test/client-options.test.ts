@@ -18,7 +18,7 @@ function withoutGlobalWebSocket(body: () => void): void {
 
 test('transport "websocket" without a WebSocket class says to pass the ws package', () => {
   withoutGlobalWebSocket(() => {
-    assert.throws(() => createClient({ url: "http://127.0.0.1:8080", transport: "websocket" }), (e: unknown) => e instanceof TypeError && /pass \{ WebSocket \} from the "ws" package/.test(e.message));
+    assert.throws(() => createClient({ url: "http://127.0.0.1:8080", transport: "websocket" }), (e: unknown) => e instanceof TypeError && /pass \{ WebSocket \} from the ws package/.test(e.message));
     // auto has other rungs to climb: no error, it starts lower.
     createClient({ url: "http://127.0.0.1:8080", transport: "auto" }).close();
   });

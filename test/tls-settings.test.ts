@@ -38,19 +38,20 @@ test("TLS from flags, environment or config; switches with --no-; maxConcurrentS
 
 test("conflicting or broken TLS settings are refused", () => {
   const refused: Array<[Record<string, string | boolean>, NodeJS.ProcessEnv, RegExp]> = [
-    [{ "tls-cert": certFile }, {}, /tls-cert and tls-key go together/],
-    [{ "tls-key": keyFile }, {}, /tls-cert and tls-key go together/],
+    [{ "tls-cert": certFile }, {}, /--tls-cert and --tls-key go together/],
+    [{ "tls-key": keyFile }, {}, /--tls-cert and --tls-key go together/],
     [{ "tls-self-signed": true, "tls-cert": certFile, "tls-key": keyFile }, {}, /exclude each other/],
-    [{ "tls-self-signed": true, h2c: true }, {}, /h2c is for cleartext/],
-    [{ "tls-cert": join(dir, "missing.pem"), "tls-key": keyFile }, {}, /cannot read tls-cert file/],
-    [{}, { LADDER_H2C: "maybe" }, /h2c: expected true or false/],
+    [{ "tls-self-signed": true, h2c: true }, {}, /--h2c is for cleartext/],
+    [{ "tls-cert": join(dir, "missing.pem"), "tls-key": keyFile }, {}, /--tls-cert: cannot read/],
+    [{}, { LADDER_H2C: "maybe" }, /LADDER_H2C: expected one of true, 1, yes, on, false, 0, no, off/],
   ];
   for (const [flags, env, message] of refused) assert.throws(() => resolveSettings(flags, env), (e: unknown) => e instanceof SettingsError && message.test(e.message));
 });
 
-test("ladder serve refuses a switch given a value, and a bad certificate, with exit code 2 or a clear error", () => {
-  const withValue = spawnSync(process.execPath, ["bin/ladder.js", "serve", "--h2c=yes"], { encoding: "utf8", timeout: 5000 });
+test("ladder serve refuses a switch given a word that is not boolean, and a bad certificate, with exit code 2 and a clear error", () => {
+  const withValue = spawnSync(process.execPath, ["bin/ladder.js", "serve", "--h2c=maybe"], { encoding: "utf8", timeout: 5000 });
   assert.equal(withValue.status, 2, withValue.stderr);
+  assert.match(withValue.stderr, /^ladder: --h2c: expected one of/);
   const badCert = spawnSync(process.execPath, ["bin/ladder.js", "serve", "--port", "0", "--tls-cert", certFile, "--tls-key", keyFile], { encoding: "utf8", timeout: 5000 });
   assert.equal(badCert.status, 2);
   assert.match(badCert.stderr, /^ladder: tls\.cert is not a PEM certificate/);

@@ -116,7 +116,7 @@ function safeUrl(text: string): URL | null {
 
 /** The error for a WebSocket-only ladder where there is no WebSocket: says what to pass. */
 export function noWebSocketError(): TypeError {
-  return new TypeError('createClient: transport "websocket" needs a WebSocket class and this runtime has none (Node 20): pass { WebSocket } from the "ws" package (import WebSocket from "ws"), or allow other rungs with transport: "auto"');
+  return new TypeError('createClient: transport "websocket" needs a WebSocket class and this runtime has none (Node 20): pass { WebSocket } from the ws package, or allow other rungs with transport: "auto"');
 }
 
 function resolveLadder(transport: ClientOptions["transport"], mode: ClientOptions["mode"]): TransportName[] {
