@@ -10,6 +10,7 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { listeningUrl } from "./helpers/cli.js";
 
 const bin = "bin/ladder.js";
 
@@ -40,16 +41,7 @@ interface Hub {
 
 async function startHub(args: string[]): Promise<Hub> {
   const child = spawn(process.execPath, [bin, "serve", "--log-level", "warn", ...args]);
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-    child.once("exit", () => reject(new Error(`hub exited: ${out}`)));
-  });
+  const url = await listeningUrl(child);
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null) return;
     const exited = new Promise((resolve) => child.once("exit", resolve));

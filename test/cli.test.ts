@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { listeningUrl } from "./helpers/cli.js";
 import { parseServeArgs, resolveSettings, SETTINGS } from "../src/cli/settings.js";
 
 const bin = "bin/ladder.js";
@@ -155,15 +156,7 @@ test("ladder serve from the environment, then ladder publish and ladder tail aga
     stdio: ["ignore", "pipe", "inherit"],
   });
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = "";
-      child.stdout.on("data", (d: Buffer) => {
-        out += d.toString();
-        const m = /listening on (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      child.once("exit", () => reject(new Error(out)));
-    });
+    const url = await listeningUrl(child);
     for (const n of [1, 2, 3]) {
       const pub = spawnSync(process.execPath, [bin, "publish", "cli", JSON.stringify({ n }), "--url", url], { encoding: "utf8" });
       assert.equal(pub.status, 0, pub.stderr);

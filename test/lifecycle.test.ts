@@ -11,6 +11,7 @@ import { test } from "node:test";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { WebSocket } from "ws";
 import type { Gap } from "../src/protocol/index.js";
+import { listeningUrl } from "./helpers/cli.js";
 import { openSse, openWs, publish, sleep, startHub } from "./helpers/server.js";
 
 async function until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -156,15 +157,7 @@ test("a frozen WebSocket peer (never answers pings) is dropped within the config
 test("SIGTERM drains a real `ladder serve`: polls answered, streams ended, WebSockets closed 1001, exit 0", async () => {
   const child = spawn(process.execPath, ["bin/ladder.js", "serve", "--port", "0", "--log-level", "warn"], { stdio: ["ignore", "pipe", "inherit"] });
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = "";
-      child.stdout.on("data", (d: Buffer) => {
-        out += d.toString();
-        const m = /listening on (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      child.once("exit", () => reject(new Error(`exited early: ${out}`)));
-    });
+    const url = await listeningUrl(child);
     const m = await publish(url, "before");
     const held = fetch(`${url}/api/messages?since=${m.id}&wait=20`);
     const sse = await openSse(`${url}/api/stream`);
