@@ -32,6 +32,8 @@ export interface EngineCaseResult {
   readonly publishRoundTripMs: { readonly p50: number; readonly max: number };
   /** Sum over the nodes of their share of a core during the phase. */
   readonly serverCpuPercent: number;
+  /** The nodes' CPU time over the phase and the drain, µs. */
+  readonly serverCpuUs: number;
   readonly notes: string[];
 }
 
@@ -94,6 +96,13 @@ async function cleanup(engine: EngineName, options: BenchOptions, tag: string): 
 
 let caseSeq = 0;
 
+/** What a case needs of a server: where it listens, its CPU time, and a way to stop it. */
+export interface BenchServer {
+  readonly url: string;
+  cpuUs(): number;
+  stop(): Promise<void>;
+}
+
 export async function runEngineCase(
   pattern: Pattern,
   engine: EngineName,
@@ -101,22 +110,25 @@ export async function runEngineCase(
   options: BenchOptions,
   pinning: Pinning,
   log: (line: string) => void,
+  /** Starts the servers instead (bench/workers.ts: one `ladder serve --workers N`); `engine` then only names the case. */
+  startServers?: () => Promise<BenchServer[]>,
 ): Promise<EngineCaseResult> {
   const n = options.subscribers;
   const tag = `${process.pid}_${++caseSeq}`;
   const url = engineUrl(engine, options, tag);
   const notes: string[] = [];
-  const servers: ServerHandle[] = [];
+  const servers: BenchServer[] = [];
   const subscribers: Subscriber[] = [];
   let publisher: Publisher | null = null;
   try {
     // Every node on the server core: three nodes get no more CPU than one, so the figures show what
     // spreading over a broker costs rather than what more cores buy.
-    for (let i = 0; i < nodeCount; i++) {
+    for (let i = 0; i < nodeCount && !startServers; i++) {
       servers.push(
         await ServerHandle.start("ladder", { cpu: pinning.serverCpu, taskset: pinning.taskset, maxConnections: n * 2 + 100, protocol: protocolFor(pattern), engine: url }),
       );
     }
+    if (startServers) servers.push(...(await startServers()));
     const all = new DeliveryMetrics();
     const cross = new TeeMetrics(all);
     for (let i = 0; i < nodeCount; i++) {
@@ -169,13 +181,14 @@ export async function runEngineCase(
       crossNodeLatencyMs: { p50: cross.latency.quantile(0.5), p99: cross.latency.quantile(0.99) },
       publishRoundTripMs: { p50: published.postP50Ms, max: published.postMaxMs },
       serverCpuPercent: (serverCpuUs / (phaseMs * 1000)) * 100,
+      serverCpuUs,
       notes,
     };
   } finally {
     for (const subscriber of subscribers) subscriber.close();
     publisher?.close();
     await Promise.all(servers.map((s) => s.stop()));
-    await cleanup(engine, options, tag).catch((error: unknown) => log(`  cleanup of ${engine} ${tag} failed: ${String(error)}`));
+    if (!startServers) await cleanup(engine, options, tag).catch((error: unknown) => log(`  cleanup of ${engine} ${tag} failed: ${String(error)}`));
   }
 }
 
@@ -203,8 +216,21 @@ export async function runEngines(options: BenchOptions, pinning: Pinning, log: (
   return results;
 }
 
-function fixed(value: number, digits: number): string {
+/** A plain-text table: the first `leftColumns` columns aligned left, the figures right. */
+export function textTable(headers: readonly string[], rows: ReadonlyArray<readonly string[]>, leftColumns: number): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: readonly string[]): string => cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd();
+  return [line(headers), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+export function fixed(value: number, digits: number): string {
   return Number.isFinite(value) ? value.toFixed(digits) : "-";
+}
+
+/** Subscribers, delivered/s, p50 and p99: the columns every engine-style table starts with. */
+export function deliveryCells(r: EngineCaseResult): string[] {
+  const rate = Number.isFinite(r.deliveredPerSec) ? Math.round(r.deliveredPerSec).toLocaleString("en-US") : "-";
+  return [String(r.subscribers), rate, fixed(r.latencyMs.p50, 2), fixed(r.latencyMs.p99, 2)];
 }
 
 export function engineTable(results: readonly EngineCaseResult[]): string {
@@ -213,16 +239,11 @@ export function engineTable(results: readonly EngineCaseResult[]): string {
     r.pattern,
     r.engine,
     String(r.nodes),
-    String(r.subscribers),
-    Number.isFinite(r.deliveredPerSec) ? Math.round(r.deliveredPerSec).toLocaleString("en-US") : "-",
-    fixed(r.latencyMs.p50, 2),
-    fixed(r.latencyMs.p99, 2),
+    ...deliveryCells(r),
     fixed(r.crossNodeLatencyMs.p50, 2),
     fixed(r.crossNodeLatencyMs.p99, 2),
     fixed(r.publishRoundTripMs.p50, 2),
     fixed(r.serverCpuPercent, 0),
   ]);
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: readonly string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd();
-  return [line(headers), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+  return textTable(headers, rows, 2);
 }

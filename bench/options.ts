@@ -27,6 +27,8 @@ export interface BenchOptions {
   readonly profileDir: string | null;
   /** Engine mode (`--engines`): ladder on these engines, one node and three, instead of ladder vs baseline. */
   readonly engines: readonly EngineName[] | null;
+  /** Workers mode (`--workers`): `ladder serve --workers N` for each N, memory engine, instead of ladder vs baseline. */
+  readonly workers: readonly number[] | null;
   readonly redisUrl: string;
   readonly natsUrl: string;
 }
@@ -55,6 +57,9 @@ export const USAGE = `npm run bench -- [flags]
                       on three nodes sharing the broker, subscribers split over them and the publisher
                       on node 0; cross-node p50/p99 next to the single-node figures
                       (patterns default to sse,websocket here)
+  --workers LIST      e.g. 1,2: ladder serve --workers N on the memory engine (1: the plain single
+                      process); the server tree may use N CPUs, the load generator keeps its own
+                      (patterns default to sse,websocket here; bench/workers.ts)
   --redis-url URL     the broker of --engines redis                      (default redis://127.0.0.1:6379)
   --nats-url URL      the broker of --engines nats                       (default nats://127.0.0.1:4222)
   --help
@@ -75,6 +80,12 @@ function list<T extends string>(name: string, raw: string | undefined, allowed: 
   const bad = items.filter((s) => !(allowed as readonly string[]).includes(s));
   if (bad.length > 0 || items.length === 0) throw new UsageError(`--${name} takes a comma list of ${allowed.join(", ")}; got ${JSON.stringify(raw)}`);
   return allowed.filter((a) => items.includes(a));
+}
+
+function workerList(raw: string): number[] {
+  const items = raw.split(",").map((s) => Number(s.trim()));
+  if (items.length === 0 || items.some((n) => !Number.isInteger(n) || n < 1 || n > 64)) throw new UsageError(`--workers takes a comma list of worker counts from 1 to 64; got ${JSON.stringify(raw)}`);
+  return items;
 }
 
 export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
@@ -98,6 +109,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
       out: { type: "string" },
       profile: { type: "string" },
       engines: { type: "string" },
+      workers: { type: "string" },
       "redis-url": { type: "string" },
       "nats-url": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -110,7 +122,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
     rate: number("rate", values.rate, 200, 1, 20_000),
     seconds,
     warmupSeconds: number("warmup", values.warmup, Math.min(1, seconds / 6), 0, 60),
-    patterns: list("patterns", values.patterns ?? (values.engines !== undefined ? "sse,websocket" : undefined), PATTERNS),
+    patterns: list("patterns", values.patterns ?? (values.engines !== undefined || values.workers !== undefined ? "sse,websocket" : undefined), PATTERNS),
     impls: list<Impl>("impls", values.impls, ["ladder", "baseline"]),
     pollIntervalMs: number("poll-interval", values["poll-interval"], 1000, 10, 60_000),
     longPollWaitSeconds: 25,
@@ -122,6 +134,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
     out: values.out ?? null,
     profileDir: values.profile ?? null,
     engines: values.engines === undefined ? null : list<EngineName>("engines", values.engines, ENGINE_NAMES),
+    workers: values.workers === undefined ? null : workerList(values.workers),
     redisUrl: values["redis-url"] ?? "redis://127.0.0.1:6379",
     natsUrl: values["nats-url"] ?? "nats://127.0.0.1:4222",
   };

@@ -192,6 +192,12 @@ export function readRssKb(pid: number): number {
 
 const children = new Set<ChildProcess>();
 
+/** Kills `child` with the others when the bench ends (a server started some other way than {@link ServerHandle}). */
+export function trackChild(child: ChildProcess): void {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+}
+
 /** Kills every server child still running (synchronously: usable from an exit handler). */
 export function killAllChildren(): void {
   for (const child of children) {

@@ -7,6 +7,7 @@ import { availableParallelism, cpus, totalmem } from "node:os";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { engineTable, runEngines } from "./engines.js";
+import { runWorkersBench, workersTable } from "./workers.js";
 import { parseOptions, USAGE, type BenchOptions } from "./options.js";
 import { checkFdLimit, CLOCK_TICKS, installCleanup, killAllChildren, pinCores, waitForQuiet } from "./proc.js";
 import { medianResults, ratios, ratioTable, resultsTable } from "./report.js";
@@ -48,6 +49,18 @@ async function main(): Promise<number> {
     `fd limit: ${fd.note}; node ${process.version}; CLK_TCK ${CLOCK_TICKS}`,
   ];
   for (const line of header) process.stdout.write(`${line}\n`);
+
+  if (options.workers) {
+    // Workers mode: ladder serve --workers N for each N (bench/workers.ts).
+    const workerResults = await runWorkersBench(options, pinning, log);
+    process.stdout.write(`\n${workersTable(workerResults)}\n`);
+    for (const r of workerResults.filter((e) => e.notes.length > 0)) process.stdout.write(`note ${r.pattern}/${r.workers}: ${r.notes.join("; ")}\n`);
+    const out = options.out ?? DEFAULT_OUT.replace(/latest\.json$/, "workers-latest.json");
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, `${JSON.stringify({ startedAt: started.toISOString(), finishedAt: new Date().toISOString(), options, results: workerResults }, null, 2)}\n`);
+    process.stdout.write(`\nwrote ${out}\n`);
+    return 0;
+  }
 
   if (options.engines) {
     // Engine mode: ladder on each engine, one node and three, instead of ladder against the baseline.

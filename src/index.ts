@@ -10,3 +10,7 @@ export { RedisEngine, type RedisEngineOptions } from "./engines/redis.js";
 export { NatsEngine, type NatsEngineOptions } from "./engines/nats.js";
 export { createEngine, type EngineContext } from "./engines/create.js";
 export * from "./protocol/index.js";
+export { serveWorkers, startPrimary, serveWorker, type ServeWorkersOptions, type ServeWorkersResult, type PrimaryOptions, type RunningPrimary } from "./cluster/index.js";
+export { IpcEngine, type IpcEngineOptions } from "./engines/ipc/engine.js";
+export { IpcEngineHost } from "./engines/ipc/host.js";
+export { messagePort, parentPort, workerPort, type IpcPort } from "./engines/ipc/port.js";

@@ -8,6 +8,10 @@ import { after, describe, test } from "node:test";
 import { compareIds, type Message } from "../src/protocol/index.js";
 import type { Engine } from "../src/engines/engine.js";
 import { MemoryEngine } from "../src/engines/memory.js";
+import { MessageChannel } from "node:worker_threads";
+import { IpcEngine } from "../src/engines/ipc/engine.js";
+import { IpcEngineHost } from "../src/engines/ipc/host.js";
+import { messagePort } from "../src/engines/ipc/port.js";
 import { NatsEngine } from "../src/engines/nats.js";
 import { RedisEngine } from "../src/engines/redis.js";
 import { brokerAvailable, deleteNatsStreams, deleteRedisKeys, NATS_URL, REDIS_URL } from "./helpers/brokers.js";
@@ -19,6 +23,26 @@ interface EngineFactory {
 
 const factories: EngineFactory[] = [
   { name: "memory", create: async (limits, now) => new MemoryEngine({ ...limits, now }) },
+  {
+    // A cluster worker's engine: the log is a MemoryEngine on the other end of a message channel (the
+    // primary's side), exactly as over node:cluster's IPC.
+    name: "ipc",
+    create: async (limits, now) => {
+      const memory = new MemoryEngine({ ...limits, now });
+      const { port1, port2 } = new MessageChannel();
+      const host = new IpcEngineHost(memory);
+      host.serve(messagePort(port1));
+      const engine = new IpcEngine({ port: messagePort(port2) });
+      const closeEngine = engine.close.bind(engine);
+      engine.close = async () => {
+        await closeEngine();
+        port2.close();
+        host.close();
+        await memory.close();
+      };
+      return engine;
+    },
+  },
 ];
 
 const redisPrefix = `ladder-test:conf:${process.pid}:`;

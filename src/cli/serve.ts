@@ -1,5 +1,7 @@
 /** `ladder serve`: a hub on a port, the demo page beside it, drained on SIGTERM or SIGINT. */
+import cluster from "node:cluster";
 import { pino } from "pino";
+import { serveWorker } from "../cluster/worker.js";
 import { serve } from "../server/server.js";
 import type { HubRequest, HubResponse } from "../server/edge/http.js";
 import { sendError } from "../server/edge/refusal.js";
@@ -8,6 +10,8 @@ import { METRICS_OFF, METRICS_PATH } from "../server/metrics.js";
 import { DemoPublisher, demoRoutes } from "./demo-publisher.js";
 import { RuntimeError } from "./remote.js";
 import { SettingsError, type resolveSettings } from "./settings.js";
+import { stopOnSignals } from "./signals.js";
+import { runPrimary } from "./workers.js";
 
 /** What listen() throws, said for the person who typed the command. */
 function listenError(error: unknown, host: string, port: number): Error {
@@ -21,8 +25,10 @@ function listenError(error: unknown, host: string, port: number): Error {
   return error as Error;
 }
 
-export async function runServe(settings: ReturnType<typeof resolveSettings>): Promise<void> {
+export async function runServe(resolved: ReturnType<typeof resolveSettings>): Promise<void> {
+  const { workers = 1, ...settings } = resolved;
   const logger = pino({ level: settings.logLevel, base: undefined });
+  if (workers > 1 && cluster.isPrimary) return runPrimary(workers, settings, logger);
   // The demo page and its publisher (POST /demo/publisher), only when the demo is on.
   const demo = settings.demo === false ? null : new DemoPublisher();
   const host = settings.host ?? "127.0.0.1";
@@ -30,30 +36,24 @@ export async function runServe(settings: ReturnType<typeof resolveSettings>): Pr
   // The hub answers /metrics itself when metrics are on; off, the demo's routes would call it a missing page.
   const fallback = pages && !settings.metrics ? (req: HubRequest, res: HubResponse) => (new URL(req.url ?? "/", "http://x").pathname === METRICS_PATH ? sendError(res, METRICS_OFF) : pages(req, res)) : pages;
   // The demo's chat shows who is in the room; its anonymous tabs may name themselves (info, unverified).
-  const presence = settings.presence ?? (demo ? { channels: ["demo.*"], anonymousInfo: true } : undefined);
-  const running = await serve({ ...settings, presence, logger, fallback }).catch((error: unknown) => {
+  // (Not with workers on the memory engine, where each worker would list only its own members.)
+  const sharedPresence = workers === 1 || /^(redis|rediss|nats):/.test(String(settings.engine ?? "memory"));
+  const presence = settings.presence ?? (demo && sharedPresence ? { channels: ["demo.*"], anonymousInfo: true } : undefined);
+  const running = await (workers > 1 ? serveWorker : serve)({ ...settings, presence, logger, fallback }).catch((error: unknown) => {
     throw listenError(error, host, settings.port ?? 8080);
   });
   demo?.attach((channel, data) => running.hub.publish(channel, data));
   logger.info({ url: running.url, engine: running.hub.engine.name }, `ladder listening on ${running.url}`);
-  if (!logger.isLevelEnabled("info")) process.stdout.write(`ladder listening on ${running.url}\n`);
+  // With workers, the primary says it once every worker listens.
+  if (!logger.isLevelEnabled("info") && workers === 1) process.stdout.write(`ladder listening on ${running.url}\n`);
   if (running.tls?.selfSigned) {
     // Printed so a developer can compare it with what the browser shows before accepting its warning.
     const note = `self-signed development certificate, SHA-256 fingerprint ${running.tls.fingerprint256} (not for production)`;
     logger.warn({ fingerprint256: running.tls.fingerprint256 }, note);
     if (!logger.isLevelEnabled("warn")) process.stdout.write(`ladder: ${note}\n`);
   }
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
+  stopOnSignals(logger, "draining", () => {
     demo?.close();
-    logger.info({ signal }, "draining");
-    running.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+    return running.close();
+  });
 }

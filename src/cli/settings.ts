@@ -4,6 +4,7 @@
  * config file > default.
  */
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { parseArgs } from "node:util";
 import { ENGINE_URL_HELP } from "../engines/create.js";
 import { jsonErrorPosition } from "./json-position.js";
@@ -15,13 +16,14 @@ import type { ServeOptions } from "../server/server.js";
  * `bool` settings are switches on the command line (`--h2c`, `--no-http2`, or `--h2c=off`); every source
  * takes the same words for them (BOOLEAN_WORDS). `choice` settings take one of their `choices`.
  */
-type Kind = "int" | "port" | "seconds" | "string" | "choice" | "bool";
+type Kind = "int" | "port" | "seconds" | "string" | "choice" | "bool" | "workers";
 
 /**
  * What the table fills in: serve options, plus the TLS file names and switch that resolveSettings turns
  * into the one `tls` option once every source has been read.
  */
 type Target = Mutable<ServeOptions> & {
+  workers?: number;
   logLevel?: string;
   demo?: boolean;
   tlsCertFile?: string;
@@ -52,6 +54,7 @@ const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"
 export const SETTINGS: readonly Setting[] = [
   { flag: "port", env: "LADDER_PORT", key: "port", kind: "port", help: "TCP port to listen on (0 picks a free one)", fallback: "8080", apply: (t, v) => (t.port = v as number) },
   { flag: "host", env: "LADDER_HOST", key: "host", kind: "string", help: "address to bind", fallback: "127.0.0.1", apply: (t, v) => (t.host = v as string) },
+  { flag: "workers", env: "LADDER_WORKERS", key: "workers", kind: "workers", help: "processes sharing the port: a number, or auto for one per core; with the memory engine they share one log", fallback: "1", apply: (t, v) => (t.workers = v as number) },
   { flag: "engine", env: "LADDER_ENGINE", key: "engine", kind: "string", help: `storage and fan-out: ${ENGINE_URL_HELP} (many nodes share a broker)`, fallback: "memory", apply: (t, v) => (t.engine = engineUrl(v as string)) },
   { flag: "history-size", env: "LADDER_HISTORY_SIZE", key: "historySize", kind: "int", help: "messages kept per channel", fallback: String(DEFAULTS.historySize), apply: (t, v) => (t.historySize = v as number) },
   { flag: "history-age", env: "LADDER_HISTORY_AGE", key: "historyAge", kind: "seconds", help: "seconds a message is kept", fallback: String(DEFAULTS.historyMaxAgeMs / 1000), apply: (t, v) => (t.historyMaxAgeMs = ms(v as number)) },
@@ -94,6 +97,8 @@ function engineUrl(text: string): string {
   return text;
 }
 
+const MAX_WORKERS = 1024;
+
 const TRUE = new Set(["true", "1", "yes", "on"]);
 const FALSE = new Set(["false", "0", "no", "off"]);
 /** The words a switch takes from every source: flag value, environment, config file. */
@@ -119,6 +124,12 @@ function convert(setting: Setting, raw: unknown, where: string): number | string
     case "seconds": {
       const n = typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
       if (!Number.isFinite(n) || n < 0) throw new SettingsError(`${where}: expected seconds ≥ 0 (e.g. 2.5), ${got}`);
+      return n;
+    }
+    case "workers": {
+      if (raw === "auto") return availableParallelism();
+      const n = typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
+      if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS) throw new SettingsError(`${where}: expected auto or a whole number from 1 to ${MAX_WORKERS}, ${got}`);
       return n;
     }
     case "choice":
@@ -203,7 +214,7 @@ function readAuthConfig(path: string): Pick<ServeOptions, "auth" | "allowedOrigi
 }
 
 /** Builds serve options from a config file, the environment and parsed flags. */
-export function resolveSettings(flags: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv): ServeOptions & { logLevel: string; demo?: boolean } {
+export function resolveSettings(flags: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv): ServeOptions & { logLevel: string; demo?: boolean; workers?: number } {
   const target: Target = {};
   const configPath = (flags.config as string | undefined) ?? env.LADDER_CONFIG;
   let config: Record<string, unknown> = {};
@@ -234,6 +245,12 @@ export function resolveSettings(flags: Record<string, string | boolean | undefin
   if (Boolean(tlsCertFile) !== Boolean(tlsKeyFile)) throw new SettingsError("--tls-cert and --tls-key go together");
   if (tlsCertFile && tlsKeyFile) options.tls = { cert: readPem(tlsCertFile, "tls-cert"), key: readPem(tlsKeyFile, "tls-key") };
   else if (tlsSelfSigned) options.tls = "self-signed";
+  // Each worker would make its own certificate, and a browser would meet a different one per connection.
+  if (tlsSelfSigned && (options.workers ?? 1) > 1) throw new SettingsError("--tls-self-signed makes one certificate per process; with --workers, use --tls-cert and --tls-key");
+  // Presence lists live in each process with the memory engine: workers would each see only their own members.
+  if (options.presence && (options.workers ?? 1) > 1 && !/^(redis|rediss|nats):/.test(String(options.engine ?? "memory"))) {
+    throw new SettingsError("--presence with --workers needs a broker engine (--engine redis://… or nats://…): on the memory engine each worker would list only its own members");
+  }
   if (options.tls && options.h2c) throw new SettingsError("--h2c is for cleartext; with TLS, HTTP/2 is negotiated by ALPN (turn it off with --no-http2)");
   return { ...options, logLevel: logLevel ?? "info" };
 }
@@ -249,7 +266,7 @@ const CHANNELS_EXAMPLE = '[{"match": "prices.*", "slowConsumer": "latest"}]';
 export function settingsHelp(): string {
   const rows: Array<[string, string]> = [["--config <file>", "JSON config file; its keys are the names in quotes below\nenv LADDER_CONFIG"]];
   for (const s of SETTINGS) {
-    const value = s.kind === "bool" ? "" : ` <${s.kind === "seconds" ? "s" : s.kind === "int" || s.kind === "port" ? "n" : "v"}>`;
+    const value = s.kind === "bool" ? "" : ` <${s.kind === "seconds" ? "s" : s.kind === "int" || s.kind === "port" || s.kind === "workers" ? "n" : "v"}>`;
     rows.push([`--${s.flag}${value}`, `${s.help}\ndefault ${s.fallback} · env ${s.env} · config "${s.key}"`]);
   }
   rows.push(["(config file only)", `"channels": per-channel policies, the first matching "match" wins, e.g.\n${CHANNELS_EXAMPLE}`]);

@@ -30,6 +30,7 @@ export class HubMetrics {
   readonly #published: Counter;
   readonly #refused: Counter<"code">;
   readonly #socketsRefused: Counter;
+  #render: (() => Promise<{ contentType: string; body: string }>) | null = null;
 
   constructor(source: MetricsSource) {
     const registers = [this.registry];
@@ -65,6 +66,8 @@ export class HubMetrics {
       help: "1 when the engine (memory, redis, nats) can publish and read",
       labelNames: ["engine"],
       registers,
+      // Over a cluster's workers (src/cluster), the node is ready only if every worker is.
+      aggregator: "min",
       collect() {
         this.set({ engine: source.engineName }, source.engineReady() ? 1 : 0);
       },
@@ -73,6 +76,7 @@ export class HubMetrics {
       name: "ladder_draining",
       help: "1 while the hub drains for shutdown",
       registers,
+      aggregator: "max",
       collect() {
         this.set(source.stats().draining ? 1 : 0);
       },
@@ -142,6 +146,11 @@ export class HubMetrics {
 
   /** The exposition text and its content type. */
   async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    return this.#render ? this.#render() : { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+
+  /** Serves another exposition at `/metrics`: a cluster worker serves the whole node's (src/cluster). */
+  renderWith(render: () => Promise<{ contentType: string; body: string }>): void {
+    this.#render = render;
   }
 }
