@@ -250,13 +250,13 @@ test("--workers is checked like every setting: auto, a bound, and no self-signed
   }
   const env = spawnSync(process.execPath, ["bin/ladder.js", "serve"], { encoding: "utf8", timeout: 5000, env: { ...process.env, LADDER_WORKERS: "zero" } });
   assert.equal(env.status, 2);
-  assert.match(env.stderr, /LADDER_WORKERS workers: expected auto/);
+  assert.match(env.stderr, /LADDER_WORKERS: expected auto/);
   const tls = run("--workers", "2", "--tls-self-signed");
   assert.equal(tls.status, 2);
   assert.match(tls.stderr, /tls-self-signed makes one certificate per process/);
   const presence = run("--workers", "2", "--presence", "chat.*");
   assert.equal(presence.status, 2);
-  assert.match(presence.stderr, /presence with workers needs a broker engine/);
+  assert.match(presence.stderr, /--presence with --workers needs a broker engine/);
   assert.match(run("--help").stdout, /--workers <n>/);
 });
 
