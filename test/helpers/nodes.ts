@@ -7,7 +7,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { createParser } from "eventsource-parser";
 import { WebSocket } from "ws";
+import { fileURLToPath } from "node:url";
 import { waitUntil } from "./brokers.js";
+
+/** bin/ladder.js of this checkout, wherever the caller runs from (dist/test/helpers → the repository root). */
+const LADDER_BIN = fileURLToPath(new URL("../../../bin/ladder.js", import.meta.url));
 
 export interface LadderNode {
   readonly url: string;
@@ -19,8 +23,8 @@ export interface LadderNode {
 }
 
 /** Starts `ladder serve` on a free port with the given engine and (unless told not to) waits until /readyz answers 200. */
-export async function startNode(engine: string, extraArgs: string[] = [], options: { waitReady?: boolean } = {}): Promise<LadderNode> {
-  const child = spawn(process.execPath, ["bin/ladder.js", "serve", "--port", "0", "--engine", engine, "--log-level", "warn", "--no-demo", ...extraArgs], {
+export async function startNode(engine: string, extraArgs: string[] = [], options: { waitReady?: boolean; port?: number } = {}): Promise<LadderNode> {
+  const child = spawn(process.execPath, [LADDER_BIN, "serve", "--port", String(options.port ?? 0), "--engine", engine, "--log-level", "warn", "--no-demo", ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
@@ -63,11 +67,22 @@ export async function isReady(url: string): Promise<boolean> {
   return res?.status === 200;
 }
 
-/** Round-robin TCP proxy: each new connection goes to the next backend that accepts it (one backend: a cuttable link). */
+/** One client connection through the front and its upstream, while both are open. */
+interface Pair {
+  readonly client: Socket;
+  readonly upstream: Socket;
+  frozen: boolean;
+}
+
+/**
+ * Round-robin TCP proxy: each new connection goes to the next backend that accepts it (one backend: a
+ * cuttable link). It misbehaves on demand as a real network does: a partition, connections reset (RST) or
+ * closed (FIN), or frozen — kept open but no byte forwarded either way, which only heartbeats can notice.
+ */
 export class RoundRobinProxy {
   readonly #server: Server;
   readonly #backends: number[];
-  readonly #sockets = new Set<Socket>();
+  readonly #pairs = new Set<Pair>();
   /** Backend port of every connection made, in order. */
   readonly assignments: number[] = [];
   readonly #open = new Map<number, number>();
@@ -92,15 +107,63 @@ export class RoundRobinProxy {
     return new Map(this.#open);
   }
 
+  /** Connections open through the proxy (frozen ones included). */
+  connections(): number {
+    return this.#pairs.size;
+  }
+
   /** Cuts every connection and, while `refusing`, drops new ones at once: a network partition. */
   partition(refusing: boolean): void {
     this.#refusing = refusing;
-    if (refusing) for (const socket of this.#sockets) socket.destroy();
+    if (refusing) for (const pair of [...this.#pairs]) this.#end(pair, "fin");
+  }
+
+  /** Ends a share of the live connections, `rst` (reset, as a crashed middlebox) or `fin`; returns how many. */
+  cut(share: number, random: () => number, how: "rst" | "fin" = "rst"): number {
+    const chosen = this.#pick(share, random);
+    for (const pair of chosen) this.#end(pair, how);
+    return chosen.length;
+  }
+
+  /** Stops forwarding on a share of the live connections without closing them; returns how many. */
+  freeze(share: number, random: () => number): number {
+    const chosen = this.#pick(share, random);
+    for (const pair of chosen) {
+      pair.frozen = true;
+      pair.client.unpipe(pair.upstream);
+      pair.upstream.unpipe(pair.client);
+      pair.client.pause();
+      pair.upstream.pause();
+    }
+    return chosen.length;
+  }
+
+  /** Closes every frozen connection (so the peers' resources are released for good). */
+  releaseFrozen(): number {
+    let released = 0;
+    for (const pair of [...this.#pairs]) {
+      if (!pair.frozen) continue;
+      this.#end(pair, "fin");
+      released++;
+    }
+    return released;
   }
 
   async close(): Promise<void> {
-    for (const socket of this.#sockets) socket.destroy();
+    for (const pair of [...this.#pairs]) this.#end(pair, "fin");
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #pick(share: number, random: () => number): Pair[] {
+    return [...this.#pairs].filter((pair) => !pair.frozen && random() < share);
+  }
+
+  #end(pair: Pair, how: "rst" | "fin"): void {
+    for (const socket of [pair.client, pair.upstream]) {
+      if (how === "rst" && !socket.destroyed && !socket.connecting) socket.resetAndDestroy();
+      else socket.destroy();
+    }
+    this.#pairs.delete(pair);
   }
 
   #route(client: Socket, tried: number): void {
@@ -110,30 +173,33 @@ export class RoundRobinProxy {
     }
     const port = this.#backends[this.#next++ % this.#backends.length]!;
     const upstream = connect({ host: "127.0.0.1", port });
+    const pair: Pair = { client, upstream, frozen: false };
     let connected = false;
-    this.#sockets.add(client);
-    this.#sockets.add(upstream);
     client.pause();
     upstream.once("connect", () => {
+      if (client.destroyed) {
+        upstream.destroy();
+        return;
+      }
       connected = true;
+      this.#pairs.add(pair);
       this.assignments.push(port);
       this.#open.set(port, (this.#open.get(port) ?? 0) + 1);
       client.pipe(upstream);
       upstream.pipe(client);
       client.resume();
     });
-    upstream.once("error", () => {
+    upstream.on("error", () => {
       if (!connected) this.#route(client, tried + 1);
     });
     upstream.once("close", () => {
-      this.#sockets.delete(upstream);
       if (!connected) return;
+      this.#pairs.delete(pair);
       this.#open.set(port, (this.#open.get(port) ?? 1) - 1);
       client.destroy();
     });
-    client.once("error", () => upstream.destroy());
+    client.on("error", () => upstream.destroy());
     client.once("close", () => {
-      this.#sockets.delete(client);
       if (connected) upstream.destroy();
     });
   }

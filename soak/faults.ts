@@ -1,0 +1,191 @@
+/**
+ * Faults on a schedule drawn from the seed: one at a time, each followed by a measured recovery (every
+ * subscriber reaches the newest id known when the fault ended) and a random pause. The same seed gives the
+ * same sequence of kinds, targets, shares and pauses; the system's own timing still varies from run to run.
+ */
+import type { Ledger, Track } from "./ledger.js";
+import { FREEZE_DETECT_MS, type ChannelLoad, type Publishers, type WsSubscriber } from "./load.js";
+import type { Topology } from "./topology.js";
+
+export type FaultKind = "kill" | "term" | "broker" | "rst" | "freeze" | "slow" | "burst";
+export const FAULT_KINDS: readonly FaultKind[] = ["kill", "term", "broker", "rst", "freeze", "slow", "burst"];
+
+/** No subscriber may go longer than this without catching up once a fault has ended. */
+export const RECOVERY_BOUND_MS = 10_000;
+/** A recovery still not done by then is recorded at this value and the schedule goes on. */
+const RECOVERY_GIVE_UP_MS = 30_000;
+
+/** mulberry32: small, fast and good enough to make a schedule from a seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface FaultRecord {
+  readonly kind: FaultKind;
+  readonly detail: string;
+  readonly startedAt: number;
+  readonly endedAt: number;
+  /** Fault end to every subscriber caught up, ms (null while measuring). */
+  recoveryMs: number | null;
+}
+
+export interface FaultContext {
+  readonly topology: Topology;
+  readonly ledger: Ledger;
+  readonly publishers: Publishers;
+  readonly slowConsumer: WsSubscriber;
+  readonly burstChannel: ChannelLoad;
+  readonly historySize: number;
+  readonly random: () => number;
+  readonly log: (line: string) => void;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const between = (random: () => number, lo: number, hi: number): number => Math.round(lo + random() * (hi - lo));
+
+export function faultKindsFor(topology: Topology): FaultKind[] {
+  return FAULT_KINDS.filter((kind) => kind !== "broker" || topology.restartableBroker);
+}
+
+/** Injects one fault; resolves at the fault's end. */
+async function inject(kind: FaultKind, ctx: FaultContext): Promise<string> {
+  const { topology, random } = ctx;
+  switch (kind) {
+    case "kill":
+    case "term": {
+      const slot = topology.slots[Math.floor(random() * topology.slots.length)]!;
+      const downMs = between(random, 200, 2000);
+      if (topology.options.engine === "memory") ctx.ledger.noteRestart();
+      await topology.restart(slot, kind === "kill" ? "SIGKILL" : "SIGTERM", downMs);
+      return `${slot.name} ${kind === "kill" ? "SIGKILL" : "SIGTERM"}, down ${downMs} ms`;
+    }
+    case "broker": {
+      const signal = random() < 0.5 ? "SIGKILL" : "SIGTERM";
+      const downMs = between(random, 500, 4000);
+      await topology.restartBroker(signal, downMs);
+      return `broker ${signal}, down ${downMs} ms`;
+    }
+    case "rst": {
+      const share = 0.3 + random() * 0.7;
+      const cut = topology.front.cut(share, random, "rst");
+      return `reset ${cut} connections (${Math.round(share * 100)}%)`;
+    }
+    case "freeze": {
+      const share = 0.2 + random() * 0.5;
+      const frozen = topology.front.freeze(share, random);
+      // The fault lasts until every client must have noticed: the slowest detection is a held long-poll.
+      await sleep(FREEZE_DETECT_MS);
+      topology.front.releaseFrozen();
+      return `froze ${frozen} connections (${Math.round(share * 100)}%) for ${FREEZE_DETECT_MS} ms`;
+    }
+    case "slow": {
+      const ms = between(random, 4000, 12_000);
+      const closesBefore = ctx.slowConsumer.closes.get(1008) ?? 0;
+      await ctx.slowConsumer.pause(ms);
+      await sleep(200);
+      const cut = (ctx.slowConsumer.closes.get(1008) ?? 0) - closesBefore;
+      return `${ctx.slowConsumer.name} stopped reading for ${ms} ms${cut > 0 ? ", closed 1008 by the slow-consumer policy" : ""}`;
+    }
+    case "burst": {
+      const count = Math.round(ctx.historySize * (1.2 + random()));
+      let sent = 0;
+      const worker = async (): Promise<void> => {
+        while (sent < count) {
+          sent++;
+          await ctx.publishers.publish(ctx.burstChannel, "http");
+        }
+      };
+      await Promise.all(Array.from({ length: 8 }, worker));
+      return `${count} publishes on ${ctx.burstChannel.name} (history ${ctx.historySize})`;
+    }
+  }
+}
+
+/** Tracks behind the newest id each channel had at `targets` time. */
+function behind(ledger: Ledger, targets: Map<string, string | null>): Track[] {
+  return ledger.tracks().filter((t) => ledger.behind(t, targets.get(t.channel) ?? null));
+}
+
+/** Waits until every subscriber holds the ids known at the fault's end; reports the ones left behind. */
+async function measureRecovery(ctx: FaultContext, record: FaultRecord): Promise<void> {
+  const targets = new Map(ctx.ledger.channels().map((c) => [c, ctx.ledger.head(c)]));
+  let reported = false;
+  for (;;) {
+    const late = behind(ctx.ledger, targets);
+    const elapsed = Date.now() - record.endedAt;
+    if (late.length === 0) {
+      record.recoveryMs = elapsed;
+      return;
+    }
+    if (elapsed > RECOVERY_BOUND_MS && !reported) {
+      reported = true;
+      for (const track of late) {
+        ctx.ledger.stalled(track, `not caught up ${elapsed} ms after ${record.kind} (${record.detail}) ended: at ${track.pos}, newest ${targets.get(track.channel)}`, [track.pos, targets.get(track.channel) ?? "-"]);
+      }
+    }
+    if (elapsed > RECOVERY_GIVE_UP_MS) {
+      record.recoveryMs = elapsed;
+      return;
+    }
+    await sleep(50);
+  }
+}
+
+export class FaultSchedule {
+  readonly records: FaultRecord[] = [];
+  /** True from a fault's start until its recovery is measured (the stall watchdog stands aside). */
+  active = false;
+  lastEnd = 0;
+  #stopped = false;
+  #done: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly ctx: FaultContext,
+    readonly kinds: readonly FaultKind[],
+  ) {}
+
+  start(until: number, firstAfterMs: number): void {
+    this.#done = this.#run(until, firstAfterMs);
+  }
+
+  /** Stops scheduling; resolves once the fault in progress has ended and recovered. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#done;
+  }
+
+  async #run(until: number, firstAfterMs: number): Promise<void> {
+    const { random } = this.ctx;
+    await this.#sleepUnlessStopped(firstAfterMs);
+    while (!this.#stopped && Date.now() < until) {
+      const kind = this.kinds[Math.floor(random() * this.kinds.length)]!;
+      this.active = true;
+      const startedAt = Date.now();
+      let detail: string;
+      try {
+        detail = await inject(kind, this.ctx);
+      } catch (error) {
+        detail = `failed to inject: ${(error as Error).message}`;
+      }
+      const record: FaultRecord = { kind, detail, startedAt, endedAt: Date.now(), recoveryMs: null };
+      this.records.push(record);
+      await measureRecovery(this.ctx, record);
+      this.ctx.log(`fault ${this.records.length}: ${kind} — ${detail}; recovered in ${record.recoveryMs} ms`);
+      this.lastEnd = Date.now();
+      this.active = false;
+      await this.#sleepUnlessStopped(between(random, 2000, 8000));
+    }
+  }
+
+  async #sleepUnlessStopped(ms: number): Promise<void> {
+    const end = Date.now() + ms;
+    while (!this.#stopped && Date.now() < end) await sleep(Math.min(200, end - Date.now()));
+  }
+}
