@@ -54,6 +54,21 @@ export function faultKindsFor(topology: Topology): FaultKind[] {
   return FAULT_KINDS.filter((kind) => kind !== "broker" || topology.restartableBroker);
 }
 
+const SLOW_PAD_BYTES = 32 * 1024;
+
+/** Publishes `count` messages on the burst channel as fast as 8 concurrent HTTP publishers go. */
+async function burst(ctx: FaultContext, count: number, pad: number): Promise<void> {
+  const channel = { ...ctx.burstChannel, pad };
+  let sent = 0;
+  const worker = async (): Promise<void> => {
+    while (sent < count) {
+      sent++;
+      await ctx.publishers.publish(channel, "http");
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+}
+
 /** Injects one fault; resolves at the fault's end. */
 async function inject(kind: FaultKind, ctx: FaultContext): Promise<string> {
   const { topology, random } = ctx;
@@ -88,21 +103,19 @@ async function inject(kind: FaultKind, ctx: FaultContext): Promise<string> {
     case "slow": {
       const ms = between(random, 4000, 12_000);
       const closesBefore = ctx.slowConsumer.closes.get(1008) ?? 0;
-      await ctx.slowConsumer.pause(ms);
+      const paused = ctx.slowConsumer.pause(ms);
+      // Large messages while it does not read: enough to fill the kernel's buffers along the way and the
+      // node's own bound, so the slow-consumer policy really acts.
+      await sleep(500);
+      await burst(ctx, ctx.historySize, SLOW_PAD_BYTES);
+      await paused;
       await sleep(200);
       const cut = (ctx.slowConsumer.closes.get(1008) ?? 0) - closesBefore;
-      return `${ctx.slowConsumer.name} stopped reading for ${ms} ms${cut > 0 ? ", closed 1008 by the slow-consumer policy" : ""}`;
+      return `${ctx.slowConsumer.name} stopped reading for ${ms} ms under ${ctx.historySize} messages of ${SLOW_PAD_BYTES / 1024} KiB${cut > 0 ? "; closed 1008 by the slow-consumer policy" : ""}`;
     }
     case "burst": {
       const count = Math.round(ctx.historySize * (1.2 + random()));
-      let sent = 0;
-      const worker = async (): Promise<void> => {
-        while (sent < count) {
-          sent++;
-          await ctx.publishers.publish(ctx.burstChannel, "http");
-        }
-      };
-      await Promise.all(Array.from({ length: 8 }, worker));
+      await burst(ctx, count, ctx.burstChannel.pad);
       return `${count} publishes on ${ctx.burstChannel.name} (history ${ctx.historySize})`;
     }
   }

@@ -181,7 +181,7 @@ export class Ledger {
     if (key === null || !this.#attempts.has(key)) {
       this.#violate("phantom", track, [id], `received data ${JSON.stringify(data)?.slice(0, 120)} that no publisher sent`);
     } else {
-      this.#bind(log, key, id, track.subscriber);
+      this.#bind(log, key, id, track.subscriber, track);
     }
     const order = compareIds(id, track.pos);
     if (order <= 0) {
@@ -258,7 +258,8 @@ export class Ledger {
     return "(no channel has the latest policy)";
   }
 
-  #bind(log: ChannelLog, key: string, id: MessageId, by: string): void {
+  /** Binds a publish to its id; `receiver` (the track it just arrived on) is judged by `message` instead. */
+  #bind(log: ChannelLog, key: string, id: MessageId, by: string, receiver?: Track): void {
     const known = log.idOf.get(key);
     if (known !== undefined) {
       if (known !== id) this.#record({ at: this.#now(), kind: "wrong-data", channel: log.name, subscriber: by, ids: [known, id], detail: `publish ${key} is ${known} but arrived as ${id}` });
@@ -275,11 +276,9 @@ export class Ledger {
     const at = log.after(id);
     log.ids.splice(at, 0, id);
     // An id learnt late: every subscriber already past it must have received it or been told of a gap.
-    if (at < log.ids.length - 1) {
-      for (const track of log.tracks) {
-        if (compareIds(id, track.start) > 0 && compareIds(id, track.pos) <= 0 && !track.accounted(id)) {
-          this.#violate("lost", track, [id], `position ${track.pos} is past ${id}, which it never received and no gap covered`);
-        }
+    for (const track of log.tracks) {
+      if (track !== receiver && compareIds(id, track.start) > 0 && compareIds(id, track.pos) <= 0 && !track.accounted(id)) {
+        this.#violate("lost", track, [id], `position ${track.pos} is past ${id}, which it never received and no gap covered`);
       }
     }
   }
