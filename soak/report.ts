@@ -36,6 +36,7 @@ export interface SoakReport {
   readonly nodeResources: readonly NodeReport[];
   readonly faultLog: readonly FaultRecord[];
   readonly violations: readonly Violation[];
+  readonly faultErrors: readonly string[];
 }
 
 function percentile(sorted: number[], p: number): number {

@@ -118,7 +118,8 @@ async function main(): Promise<number> {
     await publishers?.stop();
     await topology.stop();
   };
-  process.once("SIGINT", () => void cleanup().finally(() => process.exit(130)));
+  // Interrupted: the nodes and the private broker are our children, and must not outlive us.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void cleanup().finally(() => process.exit(130)));
 
   try {
     await topology.start();
@@ -209,6 +210,7 @@ async function main(): Promise<number> {
       nodeResources,
       faultLog: schedule.records,
       violations: ledger.violations,
+      faultErrors: schedule.errors,
     };
     mkdirSync(options.out, { recursive: true });
     const base = join(options.out, `${options.engine}-${options.seed}`);
@@ -217,8 +219,10 @@ async function main(): Promise<number> {
     log("");
     log(markdown(report));
     log(`reports: ${base}.json, ${base}.md`);
+    for (const error of schedule.errors) log(`SOAK ERROR ${error}`);
     log(report.violations.length === 0 ? "soak passed: no violation" : `soak FAILED: ${report.violations.length} violation(s) — replay with: ${command}`);
-    return report.violations.length === 0 ? 0 : 1;
+    if (report.violations.length > 0) return 1;
+    return schedule.errors.length === 0 ? 0 : 2;
   } finally {
     await cleanup().catch(() => {});
   }

@@ -18,7 +18,7 @@ export interface NodeStats {
 
 export interface NodeSlot {
   readonly name: string;
-  readonly port: number;
+  port: number;
   node: LadderNode;
   /** Readings taken when the node first became ready, before any load. */
   baseline: NodeStats;
@@ -74,7 +74,18 @@ export class Topology {
     await Promise.race([drained, limit]);
     await old.kill("SIGKILL");
     await new Promise((resolve) => setTimeout(resolve, downMs));
-    slot.node = await startNode(this.#engineUrl, this.#args(), { port: slot.port });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        slot.node = await startNode(this.#engineUrl, this.#args(), { port: slot.port });
+        break;
+      } catch (error) {
+        if (!/EADDRINUSE/.test(String(error)) || attempt > 3) throw error;
+        // Someone's outgoing connection took the port while the node was down: come back on another one.
+        const port = await freePort();
+        this.front.replaceBackend(slot.port, port);
+        slot.port = port;
+      }
+    }
     slot.restarts++;
   }
 

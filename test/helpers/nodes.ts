@@ -107,6 +107,12 @@ export class RoundRobinProxy {
     return new Map(this.#open);
   }
 
+  /** Sends new connections for backend `from` to port `to` from now on (a node restarted elsewhere). */
+  replaceBackend(from: number, to: number): void {
+    const i = this.#backends.indexOf(from);
+    if (i >= 0) this.#backends[i] = to;
+  }
+
   /** Connections open through the proxy (frozen ones included). */
   connections(): number {
     return this.#pairs.size;
