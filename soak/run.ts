@@ -147,12 +147,12 @@ async function main(): Promise<number> {
 
     const random = seededRandom(options.seed);
     const kinds = (options.faults ?? faultKindsFor(topology)).filter((k) => faultKindsFor(topology).includes(k));
-    const schedule = new FaultSchedule({ topology, ledger, publishers, slowConsumer, burstChannel: channels[2]!, historySize: options.history, random, log }, kinds);
+    const schedule = new FaultSchedule({ topology, ledger, publishers, slowConsumer, burstChannel: channels[2]!, historySize: options.history, random, pick: seededRandom(options.seed ^ 0x5bd1e995), log }, kinds);
     const until = startedAt + options.duration * 1000;
     schedule.lastEnd = startedAt;
     schedule.start(until, 3000);
 
-    // The watchdog: outside faults and their recovery, no subscriber waits 10 s for an id already known.
+    // The watchdog: outside faults and their recovery, no subscriber behind the newest known id goes 10 s without a delivery.
     let lastProgress = 0;
     while (Date.now() < until) {
       await sleep(250);
@@ -160,7 +160,7 @@ async function main(): Promise<number> {
       if (!schedule.active) {
         for (const track of ledger.tracks()) {
           const since = ledger.waitingSince(track);
-          if (since !== null && !track.paused && now - Math.max(since, schedule.lastEnd) > STALL_MS) {
+          if (since !== null && !track.paused && now - Math.max(since, track.lastProgressAt, schedule.lastEnd) > STALL_MS) {
             ledger.stalled(track, `no progress for ${now - track.lastProgressAt} ms with newer ids known (position ${track.pos}, head ${ledger.head(track.channel)})`, [track.pos]);
           }
         }

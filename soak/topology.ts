@@ -36,6 +36,8 @@ export interface TopologyOptions {
 }
 
 const DRAIN_LIMIT_MS = 15_000;
+/** A busy machine can take a while to start a node; a fault waits this long before it counts as failed. */
+const START_TIMEOUT_MS = 30_000;
 
 export class Topology {
   readonly slots: NodeSlot[] = [];
@@ -59,7 +61,7 @@ export class Topology {
     }
     for (let i = 0; i < this.options.nodes; i++) {
       const port = await freePort();
-      const node = await startNode(this.#engineUrl, this.#args(), { port });
+      const node = await startNode(this.#engineUrl, this.#args(), { port, startTimeoutMs: START_TIMEOUT_MS });
       this.slots.push({ name: `node${i + 1}`, port, node, baseline: await this.stats(node), restarts: 0 });
     }
     this.front = new RoundRobinProxy(this.slots.map((s) => s.port));
@@ -67,7 +69,7 @@ export class Topology {
   }
 
   /** Stops a node (SIGKILL, or SIGTERM and its drain) and starts it again on the same port; resolves when ready. */
-  async restart(slot: NodeSlot, signal: "SIGKILL" | "SIGTERM", downMs: number): Promise<void> {
+  async restart(slot: NodeSlot, signal: "SIGKILL" | "SIGTERM", downMs: number, respawning?: () => void): Promise<void> {
     const old = slot.node;
     const drained = old.kill(signal);
     const limit = new Promise<void>((resolve) => setTimeout(resolve, DRAIN_LIMIT_MS).unref());
@@ -76,10 +78,12 @@ export class Topology {
     await new Promise((resolve) => setTimeout(resolve, downMs));
     for (let attempt = 1; ; attempt++) {
       try {
-        slot.node = await startNode(this.#engineUrl, this.#args(), { port: slot.port });
+        respawning?.();
+        slot.node = await startNode(this.#engineUrl, this.#args(), { port: slot.port, startTimeoutMs: START_TIMEOUT_MS });
         break;
       } catch (error) {
-        if (!/EADDRINUSE/.test(String(error)) || attempt > 3) throw error;
+        if (attempt >= 3) throw error;
+        if (!/EADDRINUSE/.test(String(error))) continue;
         // Someone's outgoing connection took the port while the node was down: come back on another one.
         const port = await freePort();
         this.front.replaceBackend(slot.port, port);
@@ -111,12 +115,8 @@ export class Topology {
       if (line.startsWith("ladder_connections{")) connections += Number(line.slice(line.lastIndexOf(" ") + 1));
       else if (line.startsWith("nodejs_heap_size_used_bytes ")) heapBytes = Number(line.slice(line.lastIndexOf(" ") + 1));
     }
-    let fds = -1;
-    try {
-      fds = readdirSync(`/proc/${node.child.pid}/fd`).length;
-    } catch {
-      /* not Linux: fds are not checked */
-    }
+    // -1: not Linux (fds are not checked); an error on Linux is real and surfaces.
+    const fds = process.platform === "linux" ? readdirSync(`/proc/${node.child.pid}/fd`).length : -1;
     return { connections, fds, heapBytes };
   }
 

@@ -23,15 +23,16 @@ export interface LadderNode {
 }
 
 /** Starts `ladder serve` on a free port with the given engine and (unless told not to) waits until /readyz answers 200. */
-export async function startNode(engine: string, extraArgs: string[] = [], options: { waitReady?: boolean; port?: number } = {}): Promise<LadderNode> {
+export async function startNode(engine: string, extraArgs: string[] = [], options: { waitReady?: boolean; port?: number; startTimeoutMs?: number } = {}): Promise<LadderNode> {
   const child = spawn(process.execPath, [LADDER_BIN, "serve", "--port", String(options.port ?? 0), "--engine", engine, "--log-level", "warn", "--no-demo", ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
   let err = "";
   child.stderr!.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`ladder serve did not start: ${out} ${err}`)), 10_000);
+  const startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  const started = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`ladder serve did not start: ${out} ${err}`)), startTimeoutMs);
     child.stdout!.on("data", (d: Buffer) => {
       out = (out + d.toString()).slice(-20_000);
       const m = /listening on (http:\/\/[^\s"]+)/.exec(out);
@@ -45,7 +46,15 @@ export async function startNode(engine: string, extraArgs: string[] = [], option
       reject(new Error(`ladder serve exited ${code}: ${out} ${err}`));
     });
   });
-  if (options.waitReady !== false) await waitUntil(`${url}/readyz`, () => isReady(url), 15_000);
+  let url: string;
+  try {
+    url = await started;
+    if (options.waitReady !== false) await waitUntil(`${url}/readyz`, () => isReady(url), startTimeoutMs + 5000);
+  } catch (error) {
+    // A node that failed to start in time must not outlive the caller.
+    child.kill("SIGKILL");
+    throw error;
+  }
   return {
     url,
     port: Number(new URL(url).port),
