@@ -515,12 +515,17 @@ export class NatsEngine implements Engine {
     let horizon = 0;
     let found = false;
     let from = after + 1;
-    while (kept.length < limit) {
+    // A page takes several requests (a direct get, then a consumer), and the count limit may trim the
+    // subject between them: each message names its predecessor, so a hole inside the page shows.
+    let previous = 0;
+    page: while (kept.length < limit) {
       const wanted = limit - kept.length;
       const batch = await this.#fetch(nats, subject, from, wanted);
       for (const stored of batch) {
-        if (!found) horizon = Math.max(horizon, stored.prev);
+        if (!found || (kept.length === 0 && stored.prev > previous)) horizon = Math.max(horizon, stored.prev);
+        else if (stored.prev > previous) break page; // trimmed meanwhile: end here; the next read starts with its gap
         found = true;
+        previous = stored.seq;
         if (kept.length === 0 && stored.time < cutoff) horizon = Math.max(horizon, stored.seq);
         else kept.push(stored);
       }
