@@ -174,54 +174,22 @@ export function clientSubscriber(base: string, ledger: Ledger, transport: "auto"
   return { name, tracks, stop: () => client.close() };
 }
 
-/** SSE through fetch and eventsource-parser, resuming with Last-Event-ID; a silent stream is dropped. */
-export function sseSubscriber(base: string, ledger: Ledger, channel: string, start: string): SoakSubscriber {
-  const name = `raw-sse:${channel}`;
-  const track = ledger.track(name, channel, start);
-  let lastEventId = start;
+/** A raw subscriber's loop: one attempt at a time, each with its own abort, until stopped. */
+function rawLoop(name: string, track: Track, attempt: (controller: AbortController) => Promise<number>): SoakSubscriber {
   let stopped = false;
   let controller = new AbortController();
-  const run = async (): Promise<void> => {
+  void (async () => {
     while (!stopped) {
       controller = new AbortController();
-      let silence: ReturnType<typeof setTimeout> | undefined;
-      const alive = (): void => {
-        clearTimeout(silence);
-        silence = setTimeout(() => controller.abort(), RAW_SILENCE_MS);
-      };
+      let pauseMs = RAW_RECONNECT_MS;
       try {
-        alive();
-        const res = await fetch(`${base}/api/stream?channel=${encodeURIComponent(channel)}`, {
-          headers: { accept: "text/event-stream", "last-event-id": lastEventId },
-          signal: controller.signal,
-        });
-        if (res.status === 200 && res.body) {
-          const parser = createParser({
-            onEvent: (event) => {
-              if (event.event === "gap") ledger.gap(track, JSON.parse(event.data) as { reason: string; since: string; resume: string });
-              else if (event.event === undefined && event.data !== "") ledger.message(track, event.id!, JSON.parse(event.data));
-              if (event.id !== undefined) lastEventId = event.id;
-            },
-          });
-          const decoder = new TextDecoder();
-          const reader = res.body.getReader();
-          for (;;) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            alive();
-            parser.feed(decoder.decode(value, { stream: true }));
-          }
-        } else {
-          await res.body?.cancel();
-        }
+        pauseMs = await attempt(controller);
       } catch {
-        /* cut, reset or silent: reconnect below */
+        /* cut, reset, silent or timed out: again */
       }
-      clearTimeout(silence);
-      if (!stopped) await sleep(RAW_RECONNECT_MS);
+      if (!stopped) await sleep(pauseMs);
     }
-  };
-  void run();
+  })();
   return {
     name,
     tracks: [track],
@@ -232,45 +200,70 @@ export function sseSubscriber(base: string, ledger: Ledger, channel: string, sta
   };
 }
 
+/** SSE through fetch and eventsource-parser, resuming with Last-Event-ID; a silent stream is dropped. */
+export function sseSubscriber(base: string, ledger: Ledger, channel: string, start: string): SoakSubscriber {
+  const name = `raw-sse:${channel}`;
+  const track = ledger.track(name, channel, start);
+  let lastEventId = start;
+  return rawLoop(name, track, async (controller) => {
+    let silence: ReturnType<typeof setTimeout> | undefined;
+    const alive = (): void => {
+      clearTimeout(silence);
+      silence = setTimeout(() => controller.abort(), RAW_SILENCE_MS);
+    };
+    try {
+      alive();
+      const res = await fetch(`${base}/api/stream?channel=${encodeURIComponent(channel)}`, {
+        headers: { accept: "text/event-stream", "last-event-id": lastEventId },
+        signal: controller.signal,
+      });
+      if (res.status !== 200 || !res.body) {
+        await res.body?.cancel();
+        return RAW_RECONNECT_MS;
+      }
+      const parser = createParser({
+        onEvent: (event) => {
+          if (event.event === "gap") ledger.gap(track, JSON.parse(event.data) as { reason: string; since: string; resume: string });
+          else if (event.event === undefined && event.data !== "") ledger.message(track, event.id!, JSON.parse(event.data));
+          if (event.id !== undefined) lastEventId = event.id;
+        },
+      });
+      const decoder = new TextDecoder();
+      const reader = res.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        alive();
+        parser.feed(decoder.decode(value, { stream: true }));
+      }
+      return RAW_RECONNECT_MS;
+    } finally {
+      clearTimeout(silence);
+    }
+  });
+}
+
 /** The guide's poll loop (`wait` = 0) or long-poll loop, resuming from `Ladder-Cursor`. */
 export function pollSubscriber(base: string, ledger: Ledger, channel: string, start: string, waitSeconds: number, intervalMs: number): SoakSubscriber {
   const name = `raw-${waitSeconds > 0 ? "long-poll" : "poll"}:${channel}`;
   const track = ledger.track(name, channel, start);
   let since = start;
-  let stopped = false;
-  let controller = new AbortController();
-  const run = async (): Promise<void> => {
-    while (!stopped) {
-      controller = new AbortController();
-      const timer = setTimeout(() => controller.abort(), waitSeconds * 1000 + 10_000);
-      let ok = false;
-      try {
-        const wait = waitSeconds > 0 ? `&wait=${waitSeconds}` : "";
-        const res = await fetch(`${base}/api/messages?channel=${encodeURIComponent(channel)}&since=${encodeURIComponent(since)}${wait}`, { signal: controller.signal });
-        const body = await res.text();
-        if (res.status === 200) {
-          const gap = res.headers.get("ladder-gap");
-          if (gap) ledger.gap(track, JSON.parse(gap) as { reason: string; since: string; resume: string });
-          for (const m of JSON.parse(body) as Array<{ id: string; data: unknown }>) ledger.message(track, m.id, m.data);
-          since = res.headers.get("ladder-cursor") ?? since;
-          ok = true;
-        }
-      } catch {
-        /* cut or timed out: try again */
-      }
+  return rawLoop(name, track, async (controller) => {
+    const timer = setTimeout(() => controller.abort(), waitSeconds * 1000 + 10_000);
+    try {
+      const wait = waitSeconds > 0 ? `&wait=${waitSeconds}` : "";
+      const res = await fetch(`${base}/api/messages?channel=${encodeURIComponent(channel)}&since=${encodeURIComponent(since)}${wait}`, { signal: controller.signal });
+      const body = await res.text();
+      if (res.status !== 200) return RAW_RECONNECT_MS;
+      const gap = res.headers.get("ladder-gap");
+      if (gap) ledger.gap(track, JSON.parse(gap) as { reason: string; since: string; resume: string });
+      for (const m of JSON.parse(body) as Array<{ id: string; data: unknown }>) ledger.message(track, m.id, m.data);
+      since = res.headers.get("ladder-cursor") ?? since;
+      return intervalMs;
+    } finally {
       clearTimeout(timer);
-      if (!stopped) await sleep(ok ? intervalMs : RAW_RECONNECT_MS);
     }
-  };
-  void run();
-  return {
-    name,
-    tracks: [track],
-    stop() {
-      stopped = true;
-      controller.abort();
-    },
-  };
+  });
 }
 
 /** A raw WebSocket joined to every channel; `pause(ms)` makes it a slow consumer that stops reading. */
