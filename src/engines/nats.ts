@@ -515,15 +515,16 @@ export class NatsEngine implements Engine {
     let horizon = 0;
     let found = false;
     let from = after + 1;
-    // A page takes several requests (a direct get, then a consumer), and the count limit may trim the
-    // subject between them: each message names its predecessor, so a hole inside the page shows.
+    // A page takes several requests (a direct get, then a consumer), and the limits may trim the subject
+    // between them. Each message names its predecessor, so a hole inside the page shows; limits drop the
+    // oldest first, so whatever the page held before the hole is gone too: the gap runs up to the hole.
     let previous = 0;
-    page: while (kept.length < limit) {
+    while (kept.length < limit) {
       const wanted = limit - kept.length;
       const batch = await this.#fetch(nats, subject, from, wanted);
       for (const stored of batch) {
-        if (!found || (kept.length === 0 && stored.prev > previous)) horizon = Math.max(horizon, stored.prev);
-        else if (stored.prev > previous) break page; // trimmed meanwhile: end here; the next read starts with its gap
+        if (found && stored.prev > previous) kept.length = 0;
+        if (!found || stored.prev > previous) horizon = Math.max(horizon, stored.prev);
         found = true;
         previous = stored.seq;
         if (kept.length === 0 && stored.time < cutoff) horizon = Math.max(horizon, stored.seq);
