@@ -1,6 +1,7 @@
 /**
- * Faults on a schedule drawn from the seed: one at a time, each followed by a measured recovery (every
- * subscriber reaches the newest id known when the fault ended) and a random pause. The same seed gives the
+ * Faults on a schedule drawn from the seed: one at a time, in rounds of every kind in a shuffled order,
+ * each followed by a measured recovery (every subscriber reaches the newest id known when the fault ended)
+ * and a random pause. The same seed gives the
  * same sequence of kinds, targets, shares and pauses; the system's own timing still varies from run to run.
  */
 import type { Ledger, Track } from "./ledger.js";
@@ -156,6 +157,15 @@ async function measureRecovery(ctx: FaultContext, record: FaultRecord): Promise<
   }
 }
 
+function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
 export class FaultSchedule {
   readonly records: FaultRecord[] = [];
   /** Faults the soak could not inject (a node that would not start again): the run proves less, and says so. */
@@ -184,8 +194,11 @@ export class FaultSchedule {
   async #run(until: number, firstAfterMs: number): Promise<void> {
     const { random } = this.ctx;
     await this.#sleepUnlessStopped(firstAfterMs);
+    let round: FaultKind[] = [];
     while (!this.#stopped && Date.now() < until) {
-      const kind = this.kinds[Math.floor(random() * this.kinds.length)]!;
+      // Rounds of every kind in a seeded order: a short run still sees many kinds, a long one all evenly.
+      if (round.length === 0) round = shuffled(this.kinds, random);
+      const kind = round.pop()!;
       this.active = true;
       const startedAt = Date.now();
       let detail: string;
