@@ -1,6 +1,7 @@
 /** Messages between the bench (parent) and a server child over the Node IPC channel. */
 
-export type Impl = "ladder" | "baseline";
+/** `nchan`: nginx with the Nchan module (bench/nchan.ts), when installed; not a Node child. */
+export type Impl = "ladder" | "baseline" | "nchan";
 
 export interface ServerStats {
   /** Subscribers held open: SSE streams, joined WebSockets, held long-polls. */

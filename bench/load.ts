@@ -42,7 +42,31 @@ export interface ClientOptions {
   readonly longPollWaitSeconds: number;
   /** The HTTP/2 connections `sse-h2` streams are spread over. */
   readonly h2?: H2Pool;
+  /** How long-polls carry their cursor (default: Ladder's `since` query and `id`s). */
+  readonly longPoll?: LongPollDialect;
+  /** A WebSocket is subscribed once open (no `join`), and every text frame is a message (Nchan). */
+  readonly webSocketSubscribedOnOpen?: boolean;
 }
+
+/** A server's long-poll cursor: how a request carries it and how an answer moves it. */
+export interface LongPollDialect {
+  /** Path and extra header lines (each ending in CRLF) of the next poll after `since` (null: the first). */
+  request(since: string | null, waitSeconds: number, limit: number): { path: string; headers: string };
+  /** The cursor after an answer with this head and body, or undefined to keep the last one. */
+  cursor(head: string, body: string): string | undefined;
+}
+
+/** Ladder's (and the baseline's): `since` in the query; the last `id` of the body, else the cursor header. */
+export const LADDER_LONG_POLL: LongPollDialect = {
+  request(since, waitSeconds, limit) {
+    return { path: `/api/messages?channel=${CHANNEL}&since=${encodeURIComponent(since ?? "0")}&limit=${limit}&wait=${waitSeconds}`, headers: "" };
+  },
+  cursor(head, body) {
+    const idAt = body.lastIndexOf('"id":"');
+    if (idAt >= 0) return body.slice(idAt + 6, body.indexOf('"', idAt + 6));
+    return CURSOR_HEADER.exec(head)?.[1];
+  },
+};
 
 /**
  * HTTP/2 connections for `sse-h2`: each takes `streamsPerSession` streams before the next one opens, so
@@ -111,11 +135,12 @@ function webSocketSubscriber(options: ClientOptions): Subscriber {
   const ws = new WebSocket(url, { perMessageDeflate: false });
   let closing = false;
   let joined = false;
+  const onOpen = options.webSocketSubscribedOnOpen === true;
   const ready = new Promise<void>((resolve, reject) => {
-    ws.once("open", () => ws.send(JSON.stringify({ type: "join", room: CHANNEL })));
+    ws.once("open", () => (onOpen ? resolve() : ws.send(JSON.stringify({ type: "join", room: CHANNEL }))));
     ws.on("message", (data: Buffer) => {
       const text = data.toString("utf8");
-      if (text.startsWith('{"type":"message"')) {
+      if (onOpen || text.startsWith('{"type":"message"')) {
         metrics.record(extractStamp(text), nowMs());
       } else if (!joined && text.startsWith('{"type":"joined"')) {
         joined = true;
@@ -233,7 +258,7 @@ function sseSubscriber(options: ClientOptions): Subscriber {
 interface PollAnswer {
   /** Publish stamps of the messages in the answer, in order. */
   readonly stamps: number[];
-  /** Id of the last message, or the cursor header when the answer is empty. */
+  /** The cursor after this answer (see {@link LongPollDialect.cursor}), or undefined to keep the last. */
   readonly lastId: string | undefined;
 }
 
@@ -252,12 +277,15 @@ class RawGetter {
   #pending: { resolve: (answer: PollAnswer) => void; reject: (error: Error) => void; timer: NodeJS.Timeout } | null = null;
   #closed = false;
 
-  constructor(base: URL) {
+  readonly #dialect: LongPollDialect;
+
+  constructor(base: URL, dialect: LongPollDialect) {
     this.#host = base.hostname;
     this.#port = Number(base.port);
+    this.#dialect = dialect;
   }
 
-  get(path: string): Promise<PollAnswer> {
+  get(path: string, headers = ""): Promise<PollAnswer> {
     if (this.#closed) return Promise.reject(new Error("closed"));
     if (this.#pending) return Promise.reject(new Error("a request is already in flight"));
     const socket = this.#socket ?? this.#connect();
@@ -265,7 +293,7 @@ class RawGetter {
       // Bounded: a poll is answered within its wait (25 s) by a healthy server.
       const timer = setTimeout(() => this.#fail(new Error("poll timed out")), 60_000);
       this.#pending = { resolve, reject, timer };
-      socket.write(`GET ${path} HTTP/1.1\r\nhost: ${this.#host}:${this.#port}\r\n\r\n`);
+      socket.write(`GET ${path} HTTP/1.1\r\nhost: ${this.#host}:${this.#port}\r\n${headers}\r\n`);
     });
   }
 
@@ -320,6 +348,11 @@ class RawGetter {
     if (!pending) return;
     clearTimeout(pending.timer);
     const status = Number(head.slice(9, 12));
+    // 304: a long-poll that ran out of time on a server that answers a timeout so (Nchan).
+    if (status === 304) {
+      pending.resolve({ stamps: [], lastId: undefined });
+      return;
+    }
     if (status !== 200) {
       pending.reject(new Error(`poll answered ${status}`));
       return;
@@ -333,11 +366,7 @@ class RawGetter {
     const body = buffer.toString("utf8", bodyStart, bodyEnd);
     const stamps: number[] = [];
     for (let at = body.indexOf('{"t":'); at >= 0; at = body.indexOf('{"t":', at + 5)) stamps.push(extractStamp(body, at));
-    let lastId: string | undefined;
-    const idAt = body.lastIndexOf('"id":"');
-    if (idAt >= 0) lastId = body.slice(idAt + 6, body.indexOf('"', idAt + 6));
-    else lastId = CURSOR_HEADER.exec(head)?.[1];
-    pending.resolve({ stamps, lastId });
+    pending.resolve({ stamps, lastId: this.#dialect.cursor(head, body) });
   }
 }
 
@@ -348,8 +377,9 @@ class RawGetter {
 function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
   const { metrics } = options;
   const limit = 1000;
-  const getter = new RawGetter(options.base);
-  let since = "0";
+  const dialect = options.longPoll ?? LADDER_LONG_POLL;
+  const getter = new RawGetter(options.base, dialect);
+  let since: string | null = null;
   let closing = false;
   let timer: NodeJS.Timeout | null = null;
   let failures = 0;
@@ -367,11 +397,11 @@ function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
 
   const once = async (): Promise<void> => {
     if (closing) return;
-    const path = `/api/messages?channel=${CHANNEL}&since=${encodeURIComponent(since)}&limit=${limit}&wait=${wait}`;
+    const { path, headers } = dialect.request(since, wait, limit);
     let full = false;
     try {
       if (long) markReady(); // the request is on its way; the bench checks the server's count of held polls
-      const answer = await getter.get(path);
+      const answer = await getter.get(path, headers);
       const now = nowMs();
       for (const stamp of answer.stamps) metrics.record(stamp, now);
       since = answer.lastId ?? since;
@@ -481,7 +511,9 @@ export class Publisher {
         { method: "POST", agent: this.#agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
         (res) => {
           res.resume();
-          res.once("end", () => resolve({ ok: res.statusCode === 201, roundTripMs: nowMs() - t }));
+          // Ladder answers 201; Nchan 201, or 202 while no subscriber listens.
+          const status = res.statusCode ?? 0;
+          res.once("end", () => resolve({ ok: status >= 200 && status < 300, roundTripMs: nowMs() - t }));
         },
       );
       req.once("error", () => resolve({ ok: false, roundTripMs: nowMs() - t }));

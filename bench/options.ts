@@ -43,7 +43,8 @@ export const USAGE = `npm run bench -- [flags]
                       sse-tls: SSE over HTTP/1.1 with TLS, a connection per stream;
                       sse-h2: SSE over HTTP/2 with TLS, many streams per connection
   --h2-streams N      sse-h2 streams per HTTP/2 connection              (default 100, 1..10000)
-  --impls LIST        ladder,baseline                                  (default both)
+  --impls LIST        ladder,baseline,nchan                            (default all three; nchan
+                      when nginx and its Nchan module are installed, on sse, websocket, long-poll)
   --poll-interval MS  interval of the poll reference pattern           (default 1000)
   --wait-quiet S      before each case wait up to S s for a second with the machine <15% busy
                       (for shared machines; default 0: do not wait)
@@ -123,7 +124,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
     seconds,
     warmupSeconds: number("warmup", values.warmup, Math.min(1, seconds / 6), 0, 60),
     patterns: list("patterns", values.patterns ?? (values.engines !== undefined || values.workers !== undefined ? "sse,websocket" : undefined), PATTERNS),
-    impls: list<Impl>("impls", values.impls, ["ladder", "baseline"]),
+    impls: list<Impl>("impls", values.impls, ["ladder", "baseline", "nchan"]),
     pollIntervalMs: number("poll-interval", values["poll-interval"], 1000, 10, 60_000),
     longPollWaitSeconds: 25,
     h2StreamsPerSession: Math.round(number("h2-streams", values["h2-streams"], 100, 1, 10_000)),

@@ -190,7 +190,25 @@ export function readRssKb(pid: number): number {
   return Number(match[1]);
 }
 
+/** What a case needs of a server under test, whichever process runs it. */
+export interface BenchServer {
+  /** The process whose scheduler figures are read (the one serving the connections). */
+  readonly pid: number;
+  readonly url: string;
+  gc(): Promise<boolean>;
+  stats(): Promise<ServerStats>;
+  cpuUs(): number;
+  rssKb(): number;
+  stop(): Promise<void>;
+}
+
 const children = new Set<ChildProcess>();
+const killHooks: Array<() => void> = [];
+
+/** Runs `hook` (synchronously) whenever every server is killed: servers that are not node children. */
+export function onKillAll(hook: () => void): void {
+  killHooks.push(hook);
+}
 
 /** Kills `child` with the others when the bench ends (a server started some other way than {@link ServerHandle}). */
 export function trackChild(child: ChildProcess): void {
@@ -200,6 +218,7 @@ export function trackChild(child: ChildProcess): void {
 
 /** Kills every server child still running (synchronously: usable from an exit handler). */
 export function killAllChildren(): void {
+  for (const hook of killHooks) hook();
   for (const child of children) {
     if (child.exitCode === null && child.signalCode === null) {
       try {
@@ -238,7 +257,7 @@ export function installCleanup(): void {
   });
 }
 
-export class ServerHandle {
+export class ServerHandle implements BenchServer {
   readonly impl: Impl;
   readonly child: ChildProcess;
   readonly pid: number;

@@ -1,10 +1,13 @@
 /** The stdout table, the ladder/baseline ratios, and the JSON written next to them. */
+import type { Impl } from "./ipc.js";
 import type { Pattern } from "./load.js";
 import type { CaseResult } from "./scenario.js";
 
 export interface Ratio {
   readonly pattern: Pattern;
-  /** ladder ÷ baseline: above 1 is better for delivered/s, worse for the others. */
+  /** What ladder is divided by. */
+  readonly against: Exclude<Impl, "ladder">;
+  /** ladder ÷ the other: above 1 is better for delivered/s, worse for the others. */
   readonly deliveredPerSec: number;
   readonly p50: number;
   readonly p99: number;
@@ -57,13 +60,14 @@ export function medianResults(runs: readonly CaseResult[]): CaseResult[] {
   return [...groups.values()].map((group) => (group.length === 1 ? group[0]! : (medianShape(group) as CaseResult)));
 }
 
-export function ratios(results: readonly CaseResult[]): Ratio[] {
+export function ratios(results: readonly CaseResult[], against: Exclude<Impl, "ladder"> = "baseline"): Ratio[] {
   const out: Ratio[] = [];
   for (const ladder of results.filter((r) => r.impl === "ladder")) {
-    const baseline = results.find((r) => r.impl === "baseline" && r.pattern === ladder.pattern);
+    const baseline = results.find((r) => r.impl === against && r.pattern === ladder.pattern);
     if (!baseline) continue;
     out.push({
       pattern: ladder.pattern,
+      against,
       deliveredPerSec: ladder.deliveredPerSec / baseline.deliveredPerSec,
       p50: ladder.latencyMs.p50 / baseline.latencyMs.p50,
       p99: ladder.latencyMs.p99 / baseline.latencyMs.p99,

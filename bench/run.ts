@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { engineTable, runEngines } from "./engines.js";
 import { runWorkersBench, workersTable } from "./workers.js";
 import { parseOptions, USAGE, type BenchOptions } from "./options.js";
+import { findNchan, NCHAN_PATTERNS } from "./nchan.js";
 import { checkFdLimit, CLOCK_TICKS, installCleanup, killAllChildren, pinCores, waitForQuiet } from "./proc.js";
 import { medianResults, ratios, ratioTable, resultsTable } from "./report.js";
 import { runCase, type CaseResult } from "./scenario.js";
@@ -48,6 +49,11 @@ async function main(): Promise<number> {
     `cpu: ${cpuCount} x ${cpus()[0]?.model ?? "?"}; ${pinning.note}`,
     `fd limit: ${fd.note}; node ${process.version}; CLK_TCK ${CLOCK_TICKS}`,
   ];
+  // Nchan joins the run when installed; without it the bench says so and goes on.
+  const nchanFound = options.impls.includes("nchan") && !options.engines ? findNchan() : null;
+  const nchan = nchanFound !== null && typeof nchanFound !== "string" ? nchanFound : null;
+  if (nchan) header.push(`nchan: ${nchan.nginx} with ${nchan.module ?? "Nchan built in"} (patterns ${[...NCHAN_PATTERNS].join(",")})`);
+  else if (typeof nchanFound === "string") header.push(`nchan: left out: ${nchanFound}`);
   for (const line of header) process.stdout.write(`${line}\n`);
 
   if (options.workers) {
@@ -78,6 +84,7 @@ async function main(): Promise<number> {
   for (let round = 1; round <= options.repeat; round++) {
     for (const pattern of options.patterns) {
       for (const impl of options.impls) {
+        if (impl === "nchan" && (!nchan || !NCHAN_PATTERNS.has(pattern))) continue;
         log(`[${pattern} / ${impl}${options.repeat > 1 ? ` / run ${round} of ${options.repeat}` : ""}]`);
         let result: CaseResult | null = null;
         for (let attempt = 0; attempt <= options.retryNoisy; attempt++) {
@@ -86,7 +93,7 @@ async function main(): Promise<number> {
             const quiet = await waitForQuiet(options.waitQuietSeconds);
             if (quiet.waitedSeconds > 1.5) log(`  waited ${quiet.waitedSeconds.toFixed(0)} s for a quiet machine (last second ${quiet.busyPercent.toFixed(0)}% busy)`);
           }
-          const attemptResult = await runCase(pattern, impl, options, pinning, log);
+          const attemptResult = await runCase(pattern, impl, options, pinning, log, nchan);
           if (!result || noise(attemptResult) < noise(result)) result = attemptResult;
           if (noise(result) <= 10) break;
         }
@@ -104,8 +111,10 @@ async function main(): Promise<number> {
   if (options.repeat > 1) process.stdout.write(`\nmedians of ${options.repeat} runs per case\n`);
 
   const ratioList = ratios(results);
+  const nchanRatios = ratios(results, "nchan");
   process.stdout.write(`\n${resultsTable(results)}\n`);
   if (ratioList.length > 0) process.stdout.write(`\nladder / baseline (delivered/s: higher is better; the rest: lower is better)\n${ratioTable(ratioList)}\n`);
+  if (nchanRatios.length > 0) process.stdout.write(`\nladder / nchan (delivered/s: higher is better; the rest: lower is better)\n${ratioTable(nchanRatios)}\n`);
   const noted = results.filter((r) => r.notes.length > 0);
   for (const r of noted) process.stdout.write(`note ${r.pattern}/${r.impl}: ${r.notes.join("; ")}\n`);
   const saturatedClient = results.filter((r) => r.clientCpuPercent > 90);
@@ -138,7 +147,7 @@ async function main(): Promise<number> {
       kbPerConnection: "server VmRSS growth after gc with the subscribers idle, kB ÷ connections",
     },
     results,
-    ratios: ratioList,
+    ratios: [...ratioList, ...nchanRatios],
     runs: options.repeat > 1 ? runs : undefined,
   };
   writeFileSync(out, `${JSON.stringify(json, null, 2)}\n`);

@@ -5,8 +5,9 @@
 import type { Impl } from "./ipc.js";
 import { H2Pool, openSubscribers, protocolFor, Publisher, type ClientOptions, type Pattern, type Subscriber } from "./load.js";
 import { DeliveryMetrics, nowMs } from "./metrics.js";
+import { NCHAN_LONG_POLL, NchanServer, type NchanInstall } from "./nchan.js";
 import type { BenchOptions } from "./options.js";
-import { readSchedTimes, ServerHandle, type Pinning, type SchedTimes } from "./proc.js";
+import { readSchedTimes, ServerHandle, type BenchServer, type Pinning, type SchedTimes } from "./proc.js";
 
 export interface CaseResult {
   readonly pattern: Pattern;
@@ -84,21 +85,43 @@ async function drain(count: () => number, expected: number, quietMs: number, max
   }
 }
 
-export async function runCase(pattern: Pattern, impl: Impl, options: BenchOptions, pinning: Pinning, log: (line: string) => void): Promise<CaseResult> {
+/** `nchan` needs where nginx and its module are (see {@link findNchan}). */
+export async function runCase(
+  pattern: Pattern,
+  impl: Impl,
+  options: BenchOptions,
+  pinning: Pinning,
+  log: (line: string) => void,
+  nchan: NchanInstall | null = null,
+): Promise<CaseResult> {
   const n = options.subscribers;
   const notes: string[] = [];
-  const server = await ServerHandle.start(impl, {
-    cpu: pinning.serverCpu,
-    taskset: pinning.taskset,
-    maxConnections: n * 2 + 100,
-    profileDir: options.profileDir,
-    protocol: protocolFor(pattern),
-    maxConcurrentStreams: Math.max(128, options.h2StreamsPerSession),
-  });
+  const maxConnections = n * 2 + 100;
+  let server: BenchServer;
+  if (impl === "nchan") {
+    if (!nchan) throw new Error("the nchan case needs nginx with its Nchan module");
+    server = await NchanServer.start(nchan, { cpu: pinning.serverCpu, taskset: pinning.taskset, maxConnections });
+  } else {
+    server = await ServerHandle.start(impl, {
+      cpu: pinning.serverCpu,
+      taskset: pinning.taskset,
+      maxConnections,
+      profileDir: options.profileDir,
+      protocol: protocolFor(pattern),
+      maxConcurrentStreams: Math.max(128, options.h2StreamsPerSession),
+    });
+  }
   const base = new URL(server.url);
   const metrics = new DeliveryMetrics();
   const h2 = pattern === "sse-h2" ? new H2Pool(base, options.h2StreamsPerSession) : undefined;
-  const clientOptions: ClientOptions = { base, metrics, pollIntervalMs: options.pollIntervalMs, longPollWaitSeconds: options.longPollWaitSeconds, h2 };
+  const clientOptions: ClientOptions = {
+    base,
+    metrics,
+    pollIntervalMs: options.pollIntervalMs,
+    longPollWaitSeconds: options.longPollWaitSeconds,
+    h2,
+    ...(impl === "nchan" ? { longPoll: NCHAN_LONG_POLL, webSocketSubscribedOnOpen: true } : {}),
+  };
   const subscribers: Subscriber[] = [];
   const publisher = new Publisher(base);
   const holds = pattern !== "poll";
