@@ -16,6 +16,7 @@ import { Access, NO_SLOT } from "./auth/access.js";
 import { applyCors, upgradeOriginRefusal } from "./auth/origins.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
 import type { Principal } from "./auth/rules.js";
+import { WriteBatcher } from "./core/cork.js";
 import { Fanout } from "./core/fanout.js";
 import { HubMetrics, METRICS_OFF, METRICS_PATH } from "./metrics.js";
 import { closeAfterResponse, readJsonBody, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
@@ -106,7 +107,7 @@ export class Hub {
       this.#presenceBus = null;
       this.presence = null;
     }
-    this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options, presence: this.presence };
+    this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options, presence: this.presence, batcher: new WriteBatcher(this.options.writeDelayMs) };
     // Room for the frame's own fields around the data, which publish() bounds by maxMessageBytes.
     const maxPayload = this.options.maxMessageBytes + FRAME_OVERHEAD_BYTES;
     this.#wss = new WebSocketServer({ noServer: true, maxPayload, clientTracking: false });

@@ -52,6 +52,12 @@ export interface HubOptions {
   readonly maxChannelsPerConnection?: number;
   /** Bytes queued to one connection before the slow-consumer policy applies. */
   readonly maxBufferedBytes?: number;
+  /**
+   * Longest a busy SSE stream's or WebSocket's writes are held so that they go out together (ms, 0–1000).
+   * A socket idle for this long is written at the end of the event-loop turn as before; one that got a
+   * write less than this ago waits until this long after that write. 0: no hold (end-of-turn only).
+   */
+  readonly writeDelayMs?: number;
   readonly slowConsumer?: SlowConsumerPolicy;
   readonly channels?: readonly ChannelPolicy[];
   /** Most messages a poll answers with, and the default when `limit` is absent. */
@@ -126,6 +132,7 @@ export interface ResolvedOptions {
   readonly maxConnections: number;
   readonly maxChannelsPerConnection: number;
   readonly maxBufferedBytes: number;
+  readonly writeDelayMs: number;
   readonly slowConsumer: SlowConsumerPolicy;
   readonly channels: readonly ChannelPolicy[];
   readonly pollMaxLimit: number;
@@ -155,6 +162,7 @@ export const DEFAULTS: Omit<ResolvedOptions, "logger"> = {
   maxConnections: 10_000,
   maxChannelsPerConnection: 32,
   maxBufferedBytes: 1024 * 1024,
+  writeDelayMs: 10,
   slowConsumer: "disconnect",
   presence: null,
   channels: [],
@@ -167,6 +175,17 @@ function positive(name: string, value: number | undefined, fallback: number, min
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !Number.isFinite(value) || value < min) {
     throw new TypeError(`option ${name} must be a number ≥ ${min}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Longest write hold accepted: beyond it the added latency outweighs any saving. */
+export const MAX_WRITE_DELAY_MS = 1000;
+
+function bounded(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
+    throw new TypeError(`option ${name} must be a number from ${min} to ${max}, got ${String(value)}`);
   }
   return value;
 }
@@ -218,6 +237,7 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
     maxConnections: positive("maxConnections", options.maxConnections, DEFAULTS.maxConnections),
     maxChannelsPerConnection: positive("maxChannelsPerConnection", options.maxChannelsPerConnection, DEFAULTS.maxChannelsPerConnection),
     maxBufferedBytes: positive("maxBufferedBytes", options.maxBufferedBytes, DEFAULTS.maxBufferedBytes, 1024),
+    writeDelayMs: bounded("writeDelayMs", options.writeDelayMs, DEFAULTS.writeDelayMs, 0, MAX_WRITE_DELAY_MS),
     slowConsumer,
     channels,
     pollMaxLimit,

@@ -1,5 +1,6 @@
 import type { Engine } from "../../engines/engine.js";
 import type { ResolvedOptions } from "../options.js";
+import type { WriteBatcher } from "./cork.js";
 import type { Fanout } from "./fanout.js";
 import type { Presence } from "../presence/presence.js";
 
@@ -10,4 +11,6 @@ export interface TransportContext {
   readonly options: ResolvedOptions;
   /** Null unless the hub has presence channels. */
   readonly presence: Presence | null;
+  /** Batches the fan-out's writes per socket (`writeDelayMs`). */
+  readonly batcher: WriteBatcher;
 }

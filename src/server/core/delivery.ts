@@ -5,13 +5,17 @@
  */
 import { encodeEvent, type Message } from "../../protocol/index.js";
 
+const CRLF = Buffer.from("\r\n", "latin1");
+
 export class Delivery {
   readonly message: Message;
   #dataJson: string | undefined;
   #json: string | undefined;
   #pollBody: string | undefined;
   #sse: Buffer | undefined;
+  #sseChunk: Buffer | undefined;
   #ws: Buffer | undefined;
+  #wsWire: Buffer | undefined;
 
   constructor(message: Message) {
     this.message = message;
@@ -43,6 +47,26 @@ export class Delivery {
   /** The SSE event of a one-channel stream: `id:` and the bare data, as the guide's EventSource expects. */
   get sseEvent(): Buffer {
     return (this.#sse ??= Buffer.from(encodeEvent({ id: this.message.id, data: this.dataJson })));
+  }
+
+  /**
+   * {@link sseEvent} as one HTTP/1.1 chunk (size line, event, CRLF): the exact bytes `res.write` puts on a
+   * chunked response, made once so each stream gets one socket write of shared bytes.
+   */
+  get sseChunk(): Buffer {
+    if (this.#sseChunk === undefined) {
+      const event = this.sseEvent;
+      this.#sseChunk = Buffer.concat([Buffer.from(`${event.length.toString(16)}\r\n`, "latin1"), event, CRLF]);
+    }
+    return this.#sseChunk;
+  }
+
+  /**
+   * {@link wsFrame} as a whole unmasked WebSocket text frame, framed once by the transport's `frame`
+   * and written as is to every socket.
+   */
+  wsWire(frame: (payload: Buffer) => Buffer): Buffer {
+    return (this.#wsWire ??= frame(this.wsFrame));
   }
 
   /** The WebSocket `message` frame payload as UTF-8 bytes. */

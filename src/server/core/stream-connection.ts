@@ -5,7 +5,7 @@
  * drains, then send a `conflated` gap and that message).
  */
 import { LadderError, type Gap, type MessageId, type PresenceEvent, type PresenceList } from "../../protocol/index.js";
-import { corkForTurn, type Corkable } from "./cork.js";
+import type { Batched, Corkable } from "./cork.js";
 import type { Delivery } from "./delivery.js";
 import type { TransportContext } from "./context.js";
 import { presenceEnabled, slowConsumerFor } from "../options.js";
@@ -32,7 +32,10 @@ export function onceEither(emitter: NodeJS.EventEmitter, a: string, b: string, c
   emitter.on(b, done);
 }
 
-export abstract class StreamConnection extends Lifecycle implements SubscriptionSink {
+export abstract class StreamConnection extends Lifecycle implements SubscriptionSink, Batched {
+  /** The write batcher's state for this connection's socket (see WriteBatcher in cork.ts). */
+  flushedAt = Number.NEGATIVE_INFINITY;
+  heldSocket: Corkable | null = null;
   protected readonly context: TransportContext;
   protected readonly subscriptions = new Map<string, Subscription>();
   /** Last id written to the client per channel. */
@@ -151,8 +154,14 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     }
     this.sent.set(channel, delivery.id);
     const socket = this.corkable();
-    if (socket) corkForTurn(socket);
+    if (socket === null) {
+      this.writeMessage(channel, delivery);
+      return;
+    }
+    const batcher = this.context.batcher;
+    batcher.hold(this, socket);
     this.writeMessage(channel, delivery);
+    batcher.afterWrite(this);
   }
 
   backlogged(): boolean {

@@ -21,6 +21,7 @@ import {
   type PresenceEvent,
   type PresenceList,
 } from "../../protocol/index.js";
+import type { Socket } from "node:net";
 import type { Identity } from "../presence/member.js";
 import { presenceEnabled } from "../options.js";
 import type { Corkable } from "../core/cork.js";
@@ -126,12 +127,17 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   protected onceDrained(callback: () => void): void {
-    onceEither(this.#res, "drain", "close", callback);
+    // Over HTTP/1.1 messages are written to the socket itself (see #rawSocket), so only the socket says
+    // when they drained; it also drains for what res.write queued.
+    const res = this.#res;
+    onceEither(isHttp2(res) ? res : (res.socket ?? res), "drain", "close", callback);
   }
 
   protected writeMessage(channel: string, delivery: Delivery): void {
     if (!this.#multi) {
-      this.#write(delivery.sseEvent);
+      const socket = this.#rawSocket();
+      if (socket !== null) socket.write(delivery.sseChunk);
+      else this.#write(delivery.sseEvent);
       return;
     }
     const { id, time } = delivery.message;
@@ -177,6 +183,18 @@ export class SseConnection extends StreamConnection implements Connection {
 
   #cursorFor(channel: string): string {
     return this.#multi ? encodeCursorMap(this.sent) : (this.sent.get(channel) ?? START_CURSOR);
+  }
+
+  /**
+   * The socket, when `res.write(event)` would put exactly `delivery.sseChunk` on it: a chunked HTTP/1.1
+   * response whose head is out and which owns its socket (not queued behind a pipelined request). One
+   * write of bytes shared by every stream then replaces res.write's three (size line, event, CRLF).
+   */
+  #rawSocket(): Socket | null {
+    const res = this.#res;
+    if (this.state === "closed" || isHttp2(res) || !res.headersSent || res.writableEnded || !res.chunkedEncoding) return null;
+    const socket = res.socket;
+    return socket !== null && socket.writable ? socket : null;
   }
 
   #write(chunk: string | Buffer): void {

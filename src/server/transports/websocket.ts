@@ -6,6 +6,7 @@
  * an oversized frame with 1009 (by `ws`). The server pings and drops a peer that stops answering.
  */
 import type { Duplex } from "node:stream";
+import * as wsLibrary from "ws";
 import type { WebSocket } from "ws";
 import {
   isId,
@@ -28,6 +29,23 @@ import { onceEither, StreamConnection } from "../core/stream-connection.js";
 import { checkChannel } from "../edge/params.js";
 import { asLadderError } from "../edge/refusal.js";
 import type { Connection } from "./transport.js";
+
+interface FrameOptions {
+  readonly fin: boolean;
+  readonly rsv1: boolean;
+  readonly opcode: number;
+  readonly mask: boolean;
+  readonly readOnly: boolean;
+}
+/** `ws`'s framer (exported by the package, not by its type definitions). */
+const Sender = (wsLibrary as unknown as { Sender: { frame(data: Buffer, options: FrameOptions): Buffer[] } }).Sender;
+const TEXT_FRAME: FrameOptions = { fin: true, rsv1: false, opcode: 0x1, mask: false, readOnly: false };
+
+/** A server's (unmasked) text frame of `payload`, header and payload in one buffer. */
+function textFrame(payload: Buffer): Buffer {
+  const parts = Sender.frame(payload, TEXT_FRAME);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
 
 /** Bad frames a peer may send before it is taken for abusive and closed with 1008. */
 const MAX_BAD_FRAMES = 20;
@@ -101,6 +119,12 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   protected writeMessage(_channel: string, delivery: Delivery): void {
+    // Without an extension (Ladder offers none) a message is the same frame for every socket: it is framed
+    // once and written as is. ws's sender queues only compressed or Blob frames, so none can be overtaken.
+    if (this.#ws.extensions === "") {
+      if (this.state !== "closed" && this.#ws.readyState === this.#ws.OPEN) this.#socket.write(delivery.wsWire(textFrame));
+      return;
+    }
     this.#sendRaw(delivery.wsFrame);
   }
 
