@@ -23,6 +23,8 @@ export interface BenchOptions {
   /** Runs of every case; the table shows the median of each figure. */
   readonly repeat: number;
   readonly out: string | null;
+  /** Ladder's `writeDelayMs` (null: its default). */
+  readonly writeDelayMs: number | null;
   /** Directory for V8 CPU profiles of the server children (--cpu-prof), or null. */
   readonly profileDir: string | null;
   /** Engine mode (`--engines`): ladder on these engines, one node and three, instead of ladder vs baseline. */
@@ -54,6 +56,8 @@ export const USAGE = `npm run bench -- [flags]
   --no-pin            do not pin server and load to separate CPUs
   --out FILE          JSON results                                      (default bench/results/latest.json)
   --profile DIR       write a V8 CPU profile of every server child into DIR
+  --write-delay MS    Ladder's writeDelayMs, the longest hold of a busy socket's writes
+                      (default: Ladder's default; 0: end-of-turn batching only)
   --engines LIST      memory,redis,nats: ladder alone on each engine, on one node and (redis, nats)
                       on three nodes sharing the broker, subscribers split over them and the publisher
                       on node 0; cross-node p50/p99 next to the single-node figures
@@ -109,6 +113,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
       "retry-noisy": { type: "string" },
       out: { type: "string" },
       profile: { type: "string" },
+      "write-delay": { type: "string" },
       engines: { type: "string" },
       workers: { type: "string" },
       "redis-url": { type: "string" },
@@ -134,6 +139,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
     repeat: Math.round(number("repeat", values.repeat, 1, 1, 10)),
     out: values.out ?? null,
     profileDir: values.profile ?? null,
+    writeDelayMs: values["write-delay"] === undefined ? null : number("write-delay", values["write-delay"], 0, 0, 1000),
     engines: values.engines === undefined ? null : list<EngineName>("engines", values.engines, ENGINE_NAMES),
     workers: values.workers === undefined ? null : workerList(values.workers),
     redisUrl: values["redis-url"] ?? "redis://127.0.0.1:6379",

@@ -295,6 +295,8 @@ export class ServerHandle implements BenchServer {
       maxConcurrentStreams?: number;
       /** Ladder's engine (`memory`, `redis://…`, `nats://…`); the server reports ready once it is. */
       engine?: string;
+      /** Ladder's `writeDelayMs`, when not its default. */
+      writeDelayMs?: number | null;
     },
   ): Promise<ServerHandle> {
     const script = fileURLToPath(new URL("./server-process.js", import.meta.url));
@@ -312,6 +314,7 @@ export class ServerHandle implements BenchServer {
       "--max-concurrent-streams",
       String(options.maxConcurrentStreams ?? 128),
       ...(options.engine ? ["--engine", options.engine] : []),
+      ...(options.writeDelayMs != null ? ["--write-delay", String(options.writeDelayMs)] : []),
     ];
     // taskset execs node in place, so the child's pid is the server's pid.
     const [command, args] =

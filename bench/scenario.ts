@@ -109,6 +109,7 @@ export async function runCase(
       profileDir: options.profileDir,
       protocol: protocolFor(pattern),
       maxConcurrentStreams: Math.max(128, options.h2StreamsPerSession),
+      writeDelayMs: impl === "ladder" ? options.writeDelayMs : null,
     });
   }
   const base = new URL(server.url);

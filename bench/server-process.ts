@@ -1,7 +1,7 @@
 /**
  * A server under test, run as its own process so its CPU time and memory can be read from /proc:
  * `node --expose-gc dist/bench/server-process.js --impl ladder|baseline [--max-connections N]
- * [--protocol http1|tls|h2] [--max-concurrent-streams N] [--engine URL]`; with TLS both use a self-signed
+ * [--protocol http1|tls|h2] [--max-concurrent-streams N] [--engine URL] [--write-delay MS]`; with TLS both use a self-signed
  * certificate.
  * It talks to the bench over the IPC channel only (ready, gc, stats) and exits when that channel closes,
  * so it never outlives the bench.
@@ -33,6 +33,7 @@ async function main(): Promise<void> {
       protocol: { type: "string" },
       "max-concurrent-streams": { type: "string" },
       engine: { type: "string" },
+      "write-delay": { type: "string" },
     },
   });
   const impl = values.impl as Impl;
@@ -45,7 +46,8 @@ async function main(): Promise<void> {
   if (impl === "ladder") {
     const maxConnections = Number(values["max-connections"] ?? 10_000);
     const tls = protocol === "http1" ? {} : { tls: "self-signed" as const, http2: protocol === "h2", maxConcurrentStreams };
-    const running = await serve({ port: 0, host: "127.0.0.1", maxConnections, ...tls, ...(values.engine ? { engine: values.engine } : {}) });
+    const writeDelay = values["write-delay"] === undefined ? {} : { writeDelayMs: Number(values["write-delay"]) };
+    const running = await serve({ port: 0, host: "127.0.0.1", maxConnections, ...tls, ...writeDelay, ...(values.engine ? { engine: values.engine } : {}) });
     // A broker engine connects in the background: measure only once it takes publishes.
     for (let waited = 0; !running.hub.engine.ready(); waited += 20) {
       if (waited > 15_000) throw new Error(`engine ${running.hub.engine.name} not ready after 15 s`);

@@ -1,0 +1,230 @@
+/**
+ * Write batching (`writeDelayMs`): an idle socket is written at the end of the turn, a busy one is held
+ * until the delay after its last flush so its messages share one write, and a held socket that queues
+ * too much is flushed at once. Unit tests on the batcher, then the whole path over real sockets, where
+ * "one write" is seen as one TCP read on loopback.
+ */
+import assert from "node:assert/strict";
+import { connect, type Socket } from "node:net";
+import { test } from "node:test";
+import { WebSocket } from "ws";
+import { FLUSH_BYTES, WriteBatcher, type Batched, type Corkable } from "../src/server/core/cork.js";
+import { resolveOptions } from "../src/server/options.js";
+import { sleep, startHub } from "./helpers/server.js";
+
+class FakeSocket implements Corkable {
+  corked = 0;
+  uncorkedAt: number[] = [];
+  destroyed = false;
+  writableLength = 0;
+  cork(): void {
+    this.corked++;
+  }
+  uncork(): void {
+    this.corked--;
+    this.uncorkedAt.push(performance.now());
+  }
+}
+
+const target = (): Batched => ({ flushedAt: Number.NEGATIVE_INFINITY, heldSocket: null });
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+test("batcher: an idle socket is corked for the turn only, once however many writes", async () => {
+  const batcher = new WriteBatcher(200);
+  const socket = new FakeSocket();
+  const t = target();
+  batcher.hold(t, socket);
+  batcher.hold(t, socket);
+  assert.equal(socket.corked, 1);
+  await nextTurn();
+  assert.equal(socket.corked, 0);
+  assert.equal(socket.uncorkedAt.length, 1);
+  assert.equal(t.heldSocket, null);
+});
+
+test("batcher: a socket flushed less than the delay ago is held until the delay after that flush", async () => {
+  const batcher = new WriteBatcher(400);
+  const socket = new FakeSocket();
+  const t = target();
+  batcher.hold(t, socket);
+  await nextTurn();
+  const firstFlush = socket.uncorkedAt[0]!;
+  batcher.hold(t, socket);
+  await nextTurn();
+  await sleep(10);
+  assert.equal(socket.corked, 1, "still held after the turn");
+  assert.equal(batcher.pending, 1);
+  const deadline = Date.now() + 5000;
+  while (socket.corked > 0 && Date.now() < deadline) await sleep(10);
+  assert.equal(socket.corked, 0);
+  assert.ok(socket.uncorkedAt[1]! - firstFlush >= 399, `held ${socket.uncorkedAt[1]! - firstFlush} ms, at least the delay`);
+});
+
+test("batcher: with a delay of 0 a busy socket is never held past the turn", async () => {
+  const batcher = new WriteBatcher(0);
+  const socket = new FakeSocket();
+  const t = target();
+  for (let i = 0; i < 3; i++) {
+    batcher.hold(t, socket);
+    await nextTurn();
+    assert.equal(socket.corked, 0);
+  }
+  assert.equal(socket.uncorkedAt.length, 3);
+});
+
+test("batcher: a held socket is flushed at once past FLUSH_BYTES, and its later slot does not uncork it twice", async () => {
+  const batcher = new WriteBatcher(50);
+  const socket = new FakeSocket();
+  const t = target();
+  batcher.hold(t, socket);
+  await nextTurn();
+  batcher.hold(t, socket);
+  socket.writableLength = FLUSH_BYTES - 1;
+  batcher.afterWrite(t);
+  assert.equal(socket.corked, 1);
+  socket.writableLength = FLUSH_BYTES;
+  batcher.afterWrite(t);
+  assert.equal(socket.corked, 0, "flushed without waiting out the hold");
+  socket.writableLength = 0;
+  await sleep(120);
+  assert.equal(socket.uncorkedAt.length, 2, "one uncork per cork");
+});
+
+test("batcher: a destroyed socket is not uncorked", async () => {
+  const batcher = new WriteBatcher(10);
+  const socket = new FakeSocket();
+  const t = target();
+  batcher.hold(t, socket);
+  socket.destroyed = true;
+  await nextTurn();
+  assert.equal(socket.uncorkedAt.length, 0);
+  assert.equal(t.heldSocket, null);
+});
+
+test("writeDelayMs is bounded: 0 to 1000", () => {
+  assert.equal(resolveOptions({ writeDelayMs: 0 }).writeDelayMs, 0);
+  assert.equal(resolveOptions({ writeDelayMs: 1000 }).writeDelayMs, 1000);
+  assert.throws(() => resolveOptions({ writeDelayMs: -1 }), /writeDelayMs/);
+  assert.throws(() => resolveOptions({ writeDelayMs: 1001 }), /writeDelayMs/);
+  assert.throws(() => resolveOptions({ writeDelayMs: Number.NaN }), /writeDelayMs/);
+});
+
+/** Records, for each message number `"n":k` received, the index of the TCP read that carried it. */
+class ReadLog {
+  reads = 0;
+  readonly readOf = new Map<number, number>();
+  readonly at = new Map<number, number>();
+  onText(text: string): void {
+    this.reads++;
+    for (const match of text.matchAll(/"n":(\d+)/g)) {
+      const n = Number(match[1]);
+      this.readOf.set(n, this.reads);
+      this.at.set(n, performance.now());
+    }
+  }
+  async waitFor(n: number): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (!this.readOf.has(n)) {
+      if (Date.now() > deadline) throw new Error(`message ${n} never came`);
+      await sleep(5);
+    }
+  }
+}
+
+/**
+ * Publishes message 1 and waits for it; publishes 2–6 in separate turns (20 ms apart), which a socket
+ * flushed by message 1 holds and sends in one write; then, idle for longer than the delay, publishes 7,
+ * which must come without the hold.
+ */
+async function exercise(publish: (n: number) => Promise<unknown>, log: ReadLog, delayMs: number): Promise<void> {
+  await publish(1);
+  await log.waitFor(1);
+  for (let n = 2; n <= 6; n++) {
+    await publish(n);
+    await sleep(20);
+  }
+  await log.waitFor(6);
+  const reads = new Set([2, 3, 4, 5, 6].map((n) => log.readOf.get(n)));
+  assert.equal(reads.size, 1, `messages 2–6 arrived in ${reads.size} reads, expected one write`);
+  assert.notEqual(log.readOf.get(1), log.readOf.get(2), "message 1 (idle socket) went out on its own");
+  await sleep(delayMs + 100);
+  const sent = performance.now();
+  await publish(7);
+  await log.waitFor(7);
+  const latency = log.at.get(7)! - sent;
+  assert.ok(latency < delayMs / 2, `an idle socket is not held: message 7 took ${latency.toFixed(0)} ms (delay ${delayMs} ms)`);
+}
+
+test("SSE over a real socket: a busy stream's messages share one write, an idle one's go at once, bytes intact", async () => {
+  const delayMs = 800;
+  const running = await startHub({ writeDelayMs: delayMs });
+  let socket: Socket | null = null;
+  try {
+    const url = new URL(running.url);
+    const log = new ReadLog();
+    let raw = "";
+    socket = connect(Number(url.port), url.hostname);
+    socket.setEncoding("utf8");
+    socket.on("data", (text: string) => {
+      raw += text;
+      log.onText(text);
+    });
+    socket.write(`GET /api/stream?channel=batch HTTP/1.1\r\nhost: ${url.host}\r\naccept: text/event-stream\r\n\r\n`);
+    const deadline = Date.now() + 10_000;
+    while (!raw.includes("event: ready")) {
+      if (Date.now() > deadline) throw new Error("no ready event");
+      await sleep(5);
+    }
+    await exercise((n) => running.hub.publish("batch", { n }), log, delayMs);
+    // The chunked framing and the events are exactly what res.write would have produced.
+    const body = raw.slice(raw.indexOf("\r\n\r\n") + 4);
+    let rest = body;
+    let events = "";
+    for (;;) {
+      const eol = rest.indexOf("\r\n");
+      const size = parseInt(rest.slice(0, eol), 16);
+      assert.ok(Number.isInteger(size), `chunk size line: ${JSON.stringify(rest.slice(0, 20))}`);
+      if (rest.length < eol + 2 + size + 2) break;
+      events += rest.slice(eol + 2, eol + 2 + size);
+      assert.equal(rest.slice(eol + 2 + size, eol + 4 + size), "\r\n");
+      rest = rest.slice(eol + 4 + size);
+      if (rest === "") break;
+    }
+    const data = [...events.matchAll(/^data: (.*)$/gm)].map((m) => m[1]).filter((d) => d!.startsWith('{"n"'));
+    assert.deepEqual(data, [1, 2, 3, 4, 5, 6, 7].map((n) => JSON.stringify({ n })));
+  } finally {
+    socket?.destroy();
+    await running.close();
+  }
+});
+
+test("WebSocket over a real socket: a busy socket's frames share one write, an idle one's go at once", async () => {
+  const delayMs = 800;
+  const running = await startHub({ writeDelayMs: delayMs });
+  const ws = new WebSocket(`${running.url.replace("http", "ws")}/api/ws`);
+  try {
+    const log = new ReadLog();
+    const frames: string[] = [];
+    ws.on("upgrade", (res) => res.socket.on("data", (chunk: Buffer) => log.onText(chunk.toString("latin1"))));
+    ws.on("message", (data) => frames.push(String(data)));
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    });
+    ws.send(JSON.stringify({ type: "join", room: "batch" }));
+    const deadline = Date.now() + 10_000;
+    while (!frames.some((f) => f.startsWith('{"type":"joined"'))) {
+      if (Date.now() > deadline) throw new Error("not joined");
+      await sleep(5);
+    }
+    await exercise((n) => running.hub.publish("batch", { n }), log, delayMs);
+    const messages = frames.filter((f) => f.startsWith('{"type":"message"')).map((f) => JSON.parse(f) as { room: string; data: unknown });
+    assert.deepEqual(
+      messages.map((m) => [m.room, m.data]),
+      [1, 2, 3, 4, 5, 6, 7].map((n) => ["batch", { n }]),
+    );
+  } finally {
+    ws.terminate();
+    await running.close();
+  }
+});
