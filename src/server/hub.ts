@@ -45,6 +45,14 @@ export interface HubStats {
 const SWEEP_INTERVAL_MS = 60_000;
 const FRAME_OVERHEAD_BYTES = 1024;
 
+/**
+ * A socket's error listener for as long as it lives: shared, since a closure made in the upgrade handler
+ * would keep that handler's scope (the upgrade request, its headers and URL) alive per socket.
+ */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+
 export class Hub {
   readonly options: ResolvedOptions;
   readonly engine: Engine;
@@ -132,7 +140,7 @@ export class Hub {
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
     const url = this.#url(req);
     if (url.pathname !== this.options.paths.websocket) return false;
-    socket.on("error", () => socket.destroy());
+    socket.on("error", destroyOnError);
     const refusal = upgradeOriginRefusal(req, url, this.options.allowedOrigins, this.#access) ?? this.#admit();
     if (refusal) {
       this.#refuseUpgrade(socket, refusal);
@@ -166,7 +174,7 @@ export class Hub {
               identity = this.#identity(principal, null, null);
             }
           }
-          const connection = new WebSocketConnection(this.#context, ws, socket, (channel, data) => this.publish(channel, data), this.#access, principal, ip, identity);
+          const connection = new WebSocketConnection(this.#context, ws, socket, this.#publishFrame, this.#access, principal, ip, identity);
           this.#register(connection, release);
           connection.start();
         });
@@ -178,6 +186,12 @@ export class Hub {
     );
     return true;
   };
+
+  /**
+   * What a WebSocket's publish frames call: one function for every socket. A closure made in the upgrade
+   * handler would keep that handler's scope alive per socket (the upgrade request, its headers and URL).
+   */
+  readonly #publishFrame = (channel: string, data: unknown): Promise<Message> => this.publish(channel, data);
 
   /** Mounts the hub on a server: its requests and upgrades; other upgrades are refused. */
   attach(server: HttpServer): this {
