@@ -21,6 +21,7 @@ export const ERROR_STATUS = {
   method_not_allowed: 405,
   request_timeout: 408,
   payload_too_large: 413,
+  too_many_messages: 413,
   unsupported_media_type: 415,
   too_many_channels: 400,
   too_many_connections: 429,

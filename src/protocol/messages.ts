@@ -35,9 +35,16 @@ export type ClientFrame =
   | { readonly type: "join"; readonly room: string; readonly since?: MessageId }
   | { readonly type: "leave"; readonly room: string }
   | { readonly type: "publish"; readonly room: string; readonly data: unknown; readonly ref?: string | number }
+  /** A batch: each message is acknowledged (or refused) on its own, in one `ack` frame with `results`. */
+  | { readonly type: "publish"; readonly room?: string; readonly messages: readonly { readonly room?: string; readonly data: unknown }[]; readonly ref?: string | number }
   | { readonly type: "ping"; readonly ref?: string | number }
   /** Authenticates, or refreshes the token before it expires (same `sub`); answered with `authed`. */
   | { readonly type: "auth"; readonly token: string; readonly ref?: string | number };
+
+/** What one message of a batch publish came to: its id (and room over WebSocket, channel over HTTP), or its own error. */
+export type BatchResult =
+  | { readonly id: MessageId; readonly room?: string; readonly channel?: string }
+  | { readonly error: { readonly code: string; readonly message: string } };
 
 /** Server → client WebSocket frames. */
 export type ServerFrame =
@@ -45,6 +52,7 @@ export type ServerFrame =
   | { readonly type: "joined"; readonly room: string; readonly cursor: MessageId }
   | { readonly type: "left"; readonly room: string }
   | { readonly type: "ack"; readonly ref?: string | number; readonly id: MessageId; readonly room: string }
+  | { readonly type: "ack"; readonly ref?: string | number; readonly results: readonly BatchResult[] }
   | { readonly type: "pong"; readonly ref?: string | number; readonly time: number }
   /** The token was accepted; `expiresAt` (ms since the epoch) is when the connection closes 4001 unless refreshed again. */
   | { readonly type: "authed"; readonly ref?: string | number; readonly sub: string | null; readonly expiresAt: number | null }

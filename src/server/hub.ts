@@ -15,13 +15,14 @@ import { createEngine } from "../engines/create.js";
 import { Access, NO_SLOT } from "./auth/access.js";
 import { applyCors, upgradeOriginRefusal } from "./auth/origins.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
-import type { Principal } from "./auth/rules.js";
+import { ANONYMOUS, type Principal } from "./auth/rules.js";
 import { WriteBatcher } from "./core/cork.js";
 import { Fanout } from "./core/fanout.js";
 import { HubMetrics, METRICS_OFF, METRICS_PATH } from "./metrics.js";
-import { closeAfterResponse, readJsonBody, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
+import { closeAfterResponse, readBody, sendJson, sendJsonText, type HubRequest, type HubResponse } from "./edge/http.js";
 import { checkChannel } from "./edge/params.js";
 import { asLadderError, endWithError, sendError, type Headers } from "./edge/refusal.js";
+import { batchItem, batchItems, isBatchError, publishEach } from "./publish/batch.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
 import type { TransportContext } from "./core/context.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
@@ -44,6 +45,8 @@ export interface HubStats {
 
 const SWEEP_INTERVAL_MS = 60_000;
 const FRAME_OVERHEAD_BYTES = 1024;
+/** Request targets whose pathname WHATWG URL parsing would return unchanged (no dots, escapes or `//` start). */
+const PLAIN_PATH = /^\/(?!\/)[A-Za-z0-9_\-/]*(?:\?|$)/;
 
 /**
  * A socket's error listener for as long as it lives: shared, since a closure made in the upgrade handler
@@ -133,7 +136,11 @@ export class Hub {
    * HTTP/1.1 and HTTP/2; with `next` it is Express/Connect middleware that passes on other paths.
    */
   readonly handleRequest = (req: HubRequest, res: HubResponse, next?: NextFunction): void => {
-    this.#route(req, res, next).catch((error: unknown) => this.#fail(res, error));
+    try {
+      this.#route(req, res, next)?.catch((error: unknown) => this.#fail(res, error));
+    } catch (error) {
+      this.#fail(res, error);
+    }
   };
 
   /** A `node:http` upgrade listener. Returns false (and leaves the socket alone) for paths that are not the hub's. */
@@ -191,7 +198,7 @@ export class Hub {
    * What a WebSocket's publish frames call: one function for every socket. A closure made in the upgrade
    * handler would keep that handler's scope alive per socket (the upgrade request, its headers and URL).
    */
-  readonly #publishFrame = (channel: string, data: unknown): Promise<Message> => this.publish(channel, data);
+  readonly #publishFrame = (channel: string, data: unknown): Promise<Message> => this.#publishNow(channel, data);
 
   /** Mounts the hub on a server: its requests and upgrades; other upgrades are refused. */
   attach(server: HttpServer): this {
@@ -204,17 +211,23 @@ export class Hub {
 
   /** Publishes from server code. Rejects with a {@link LadderError} for a bad channel or oversized data. */
   async publish(channel: string, data: unknown): Promise<Message> {
+    return this.#publishNow(channel, data);
+  }
+
+  /** {@link publish} for the transports: refusals throw at once rather than reject a turn later. */
+  #publishNow(channel: unknown, data: unknown): Promise<Message> {
     if (this.#closed) throw new LadderError("unavailable", "hub is closed");
-    checkChannel(channel);
+    const name = checkChannel(channel);
     if (data === undefined) throw new LadderError("bad_request", "data is required");
+    const max = this.options.maxMessageBytes;
+    // Measured once here: the engine's memory budget counts the same length.
     const size = Buffer.byteLength(JSON.stringify(data));
-    if (size > this.options.maxMessageBytes) {
-      throw new LadderError("payload_too_large", `data is larger than ${this.options.maxMessageBytes} bytes`);
-    }
+    if (size > max) throw new LadderError("payload_too_large", `data is larger than ${max} bytes`);
     if (!this.engine.ready()) throw new LadderError("unavailable", `engine ${this.engine.name} is not ready`);
-    const message = await this.engine.publish(channel, data, size);
-    this.metrics?.published();
-    return message;
+    const published = this.engine.publish(name, data, size);
+    const metrics = this.metrics;
+    if (metrics) published.then(() => metrics.published(), () => undefined);
+    return published;
   }
 
   stats(): HubStats {
@@ -313,26 +326,35 @@ export class Hub {
     return new URL(req.url ?? "/", "http://hub.invalid");
   }
 
-  async #route(req: HubRequest, res: HubResponse, next?: NextFunction): Promise<void> {
-    const url = this.#url(req);
+  /** The request's pathname; without building a URL for the usual plain target (most publishes need none). */
+  #pathname(req: HubRequest): string {
+    const target = req.url ?? "/";
+    const plain = PLAIN_PATH.exec(target);
+    if (plain) return plain[0].endsWith("?") ? plain[0].slice(0, -1) : plain[0];
+    return this.#url(req).pathname;
+  }
+
+  /** Returns a promise only for routes that finish later; a synchronous throw is answered by handleRequest. */
+  #route(req: HubRequest, res: HubResponse, next?: NextFunction): Promise<void> | void {
+    const pathname = this.#pathname(req);
     const { paths } = this.options;
     const method = req.method ?? "GET";
     const cors = this.options.cors;
-    if (cors && (url.pathname === paths.messages || url.pathname === paths.stream || url.pathname === paths.presence) && applyCors(req, res, cors)) return;
-    if (this.metrics && url.pathname === METRICS_PATH) {
+    if (cors && (pathname === paths.messages || pathname === paths.stream || pathname === paths.presence) && applyCors(req, res, cors)) return;
+    if (this.metrics && pathname === METRICS_PATH) {
       if (method !== "GET" && method !== "HEAD") return this.#methodNotAllowed(req, res, "GET, HEAD");
       return this.#sendMetrics(res, this.metrics);
     }
-    switch (url.pathname) {
+    switch (pathname) {
       case paths.messages:
-        if (method === "GET" || method === "HEAD") return this.#poll(req, res, url);
-        if (method === "POST") return this.#publishRequest(req, res, url);
+        if (method === "GET" || method === "HEAD") return this.#poll(req, res, this.#url(req));
+        if (method === "POST") return this.#publishRequest(req, res);
         return this.#methodNotAllowed(req, res, "GET, HEAD, POST");
       case paths.stream:
-        if (method === "GET") return this.#stream(req, res, url);
+        if (method === "GET") return this.#stream(req, res, this.#url(req));
         return this.#methodNotAllowed(req, res, "GET");
       case paths.presence:
-        if (method === "GET" || method === "HEAD") return this.#presenceRequest(req, res, url);
+        if (method === "GET" || method === "HEAD") return this.#presenceRequest(req, res, this.#url(req));
         return this.#methodNotAllowed(req, res, "GET, HEAD");
       case paths.websocket:
         this.#refuse(res, new LadderError("bad_request", "this endpoint needs a WebSocket upgrade"), { upgrade: "websocket" });
@@ -348,7 +370,7 @@ export class Hub {
       default:
         if (next) return next();
         closeAfterResponse(req, res);
-        this.#refuse(res, url.pathname === METRICS_PATH ? METRICS_OFF : new LadderError("not_found", `no route for ${url.pathname}`));
+        this.#refuse(res, pathname === METRICS_PATH ? METRICS_OFF : new LadderError("not_found", `no route for ${pathname}`));
     }
   }
 
@@ -363,32 +385,85 @@ export class Hub {
     this.#refuse(res, new LadderError("method_not_allowed", `use ${allow}`), { allow });
   }
 
-  async #publishRequest(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
+  #publishRequest(req: HubRequest, res: HubResponse): Promise<void> | void {
     if (this.#draining) {
       closeAfterResponse(req, res);
       this.#refuse(res, new LadderError("draining", "server is shutting down"));
       return;
     }
-    let body: unknown;
-    let principal: Principal;
+    const access = this.#access;
+    // Authenticated before the body is read: a caller without a valid token costs no buffering.
+    const principal = access.enabled ? access.principalFor(req, this.#url(req)) : ANONYMOUS;
+    if (principal instanceof Promise) {
+      return principal.then(
+        (who) => this.#readPublish(req, res, who),
+        (error: unknown) => {
+          closeAfterResponse(req, res);
+          throw error;
+        },
+      );
+    }
+    this.#readPublish(req, res, principal);
+  }
+
+  #readPublish(req: HubRequest, res: HubResponse, principal: Principal): void {
+    const { maxMessageBytes, maxBatchBytes } = this.options;
+    readBody(req, Math.max(maxMessageBytes, maxBatchBytes), (error, body) => {
+      if (error) {
+        closeAfterResponse(req, res);
+        return this.#fail(res, error);
+      }
+      try {
+        this.#publishBody(req, res, principal, body);
+      } catch (refusal) {
+        this.#fail(res, refusal);
+      }
+    });
+  }
+
+  #publishBody(req: HubRequest, res: HubResponse, principal: Principal, body: Buffer): void {
+    // The body may be as large as a batch; anything else over maxMessageBytes is refused as too large.
+    const max = this.options.maxMessageBytes;
+    const tooLarge = (): LadderError => new LadderError("payload_too_large", `body is larger than ${max} bytes`);
+    let parsed: unknown;
     try {
-      // Authenticated before the body is read: a caller without a valid token costs no buffering.
-      principal = await this.#access.principalFor(req, url);
-      body = await readJsonBody(req, this.options.maxMessageBytes);
-    } catch (error) {
-      closeAfterResponse(req, res);
-      throw error;
+      parsed = JSON.parse(body.toString("utf8"));
+    } catch {
+      throw body.length > max ? tooLarge() : new LadderError("bad_json", "body is not valid JSON");
     }
-    if (typeof body !== "object" || body === null || Array.isArray(body)) {
-      throw new LadderError("bad_request", 'body must be an object {"channel"?, "data"}');
-    }
-    const fields = body as Record<string, unknown>;
+    const fields = (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed : {}) as Record<string, unknown>;
+    if (!("data" in fields) && "messages" in fields) return this.#publishBatch(req, res, principal, fields, body.length);
+    if (body.length > max) throw tooLarge();
+    if (fields !== parsed) throw new LadderError("bad_request", 'body must be an object {"channel"?, "data"} or {"messages": [...]}');
     if (!("data" in fields)) throw new LadderError("bad_request", 'body needs a "data" field');
-    const channel = checkChannel(fields.channel ?? DEFAULT_CHANNEL);
-    this.#access.check(principal, "publish", channel);
-    this.#access.takePublish(principal, this.clientIp(req));
-    const message = await this.publish(channel, fields.data);
-    sendJson(res, 201, { id: message.id, channel: message.channel });
+    this.#publishFrom(req, principal, fields.channel ?? DEFAULT_CHANNEL, fields.data).then(
+      (message) => sendJsonText(res, 201, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}"}`),
+      (error: unknown) => this.#fail(res, error),
+    );
+  }
+
+  /** `{"channel"?, "messages": [{"channel"?, "data"}, …]}` → `200 {"results": [{"id","channel"} | {"error"}, …]}`. */
+  #publishBatch(req: HubRequest, res: HubResponse, principal: Principal, fields: Record<string, unknown>, bytes: number): void {
+    const { maxBatchBytes, maxBatchMessages } = this.options;
+    if (bytes > maxBatchBytes) throw new LadderError("payload_too_large", `a batch body is at most ${maxBatchBytes} bytes`);
+    const items = batchItems(fields.messages, maxBatchMessages);
+    const fallback = fields.channel ?? DEFAULT_CHANNEL;
+    publishEach(items, (item) => {
+      const message = batchItem(item);
+      return this.#publishFrom(req, principal, message.channel ?? fallback, message.data);
+    }).then((outcomes) => {
+      const results = outcomes.map((outcome) => (isBatchError(outcome) ? outcome : { id: outcome.id, channel: outcome.channel }));
+      sendJson(res, 200, { results });
+    });
+  }
+
+  /** One publish over HTTP: the channel, the caller's right to it and its rate, then the engine. */
+  #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown): Promise<Message> {
+    const name = checkChannel(channel);
+    const access = this.#access;
+    if (access.enabled) access.check(principal, "publish", name);
+    if (access.limitsPublishes) access.takePublish(principal, this.clientIp(req));
+    return this.#publishNow(name, data);
   }
 
   async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {

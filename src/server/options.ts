@@ -46,6 +46,10 @@ export interface HubOptions {
   readonly sseRetryMs?: number;
   /** Largest publish body or WebSocket frame, in bytes. */
   readonly maxMessageBytes?: number;
+  /** Most messages one batch publish (an HTTP body or a WebSocket frame with `messages`) may carry. */
+  readonly maxBatchMessages?: number;
+  /** Largest body of a batch publish over HTTP, in bytes (a WebSocket frame stays bound by maxMessageBytes + 1 KiB). */
+  readonly maxBatchBytes?: number;
   /** Open SSE streams, WebSockets and held long-polls together. */
   readonly maxConnections?: number;
   /** Channels one SSE stream or WebSocket may carry. */
@@ -129,6 +133,8 @@ export interface ResolvedOptions {
   readonly wsTimeoutMs: number;
   readonly sseRetryMs: number;
   readonly maxMessageBytes: number;
+  readonly maxBatchMessages: number;
+  readonly maxBatchBytes: number;
   readonly maxConnections: number;
   readonly maxChannelsPerConnection: number;
   readonly maxBufferedBytes: number;
@@ -159,6 +165,8 @@ export const DEFAULTS: Omit<ResolvedOptions, "logger"> = {
   wsTimeoutMs: 30_000,
   sseRetryMs: 2000,
   maxMessageBytes: 64 * 1024,
+  maxBatchMessages: 1000,
+  maxBatchBytes: 1024 * 1024,
   maxConnections: 10_000,
   maxChannelsPerConnection: 32,
   maxBufferedBytes: 1024 * 1024,
@@ -234,6 +242,8 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
     wsTimeoutMs: positive("wsTimeoutMs", options.wsTimeoutMs, DEFAULTS.wsTimeoutMs, 10),
     sseRetryMs: positive("sseRetryMs", options.sseRetryMs, DEFAULTS.sseRetryMs, 0),
     maxMessageBytes,
+    maxBatchMessages: Math.floor(positive("maxBatchMessages", options.maxBatchMessages, DEFAULTS.maxBatchMessages)),
+    maxBatchBytes: positive("maxBatchBytes", options.maxBatchBytes, DEFAULTS.maxBatchBytes, 16),
     maxConnections: positive("maxConnections", options.maxConnections, DEFAULTS.maxConnections),
     maxChannelsPerConnection: positive("maxChannelsPerConnection", options.maxChannelsPerConnection, DEFAULTS.maxChannelsPerConnection),
     maxBufferedBytes: positive("maxBufferedBytes", options.maxBufferedBytes, DEFAULTS.maxBufferedBytes, 1024),

@@ -137,7 +137,8 @@ export class WebSocketRung extends RungBase {
         this.host.membership(this, { type: frame.type, channel: frame.room, member: frame.member });
         return;
       case "ack":
-        this.#settle(frame.ref, (p) => p.resolve({ id: frame.id }));
+        // This client publishes one message per frame; a batch's ack (with `results`) is not its own.
+        if ("id" in frame) this.#settle(frame.ref, (p) => p.resolve({ id: frame.id }));
         return;
       case "error":
         this.#settle(frame.ref, (p) => p.reject(errorFromWire(frame.code, frame.message)));

@@ -166,6 +166,11 @@ export class Access {
     if (refusal) throw refusal;
   }
 
+  /** True when publishes are rate-limited: callers skip working out the client's address otherwise. */
+  get limitsPublishes(): boolean {
+    return this.#publishes !== null;
+  }
+
   /** Counts a publish against the caller's bucket (its `sub`, else its IP); throws 429 with the wait. */
   takePublish(principal: Principal, ip: string): void {
     if (!this.#publishes || principal.kind === "api-key") return;

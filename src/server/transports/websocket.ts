@@ -12,9 +12,9 @@ import {
   isId,
   LadderError,
   type Gap,
-  type MessageId,
   type PresenceEvent,
   type PresenceList,
+  type Message,
   type ServerFrame,
 } from "../../protocol/index.js";
 import { presenceEnabled } from "../options.js";
@@ -28,6 +28,7 @@ import type { TransportContext } from "../core/context.js";
 import { onceEither, StreamConnection } from "../core/stream-connection.js";
 import { checkChannel } from "../edge/params.js";
 import { asLadderError } from "../edge/refusal.js";
+import { batchItem, batchItems, isBatchError, publishEach } from "../publish/batch.js";
 import type { Connection } from "./transport.js";
 
 interface FrameOptions {
@@ -55,7 +56,8 @@ const CLOSE_GRACE_MS = 5000;
 /** Close code for a token that expired unrefreshed: in the 4000–4999 range applications own, so a client can tell it from 1008. */
 export const CLOSE_TOKEN_EXPIRED = 4001;
 
-export type Publisher = (channel: string, data: unknown) => Promise<{ id: MessageId }>;
+/** Publishes through the hub (which bounds the data); refusals may throw at once. */
+export type Publisher = (channel: string, data: unknown) => Promise<Message>;
 
 type Ref = string | number | undefined;
 
@@ -266,6 +268,36 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     if (++this.#badFrames > MAX_BAD_FRAMES) this.#close(1008, "too many bad frames");
   }
 
+  /** One publish: the caller's right to the room and its rate, then the hub (which bounds the data). */
+  #publishOne(room: string, data: unknown): Promise<Message> {
+    this.#access.check(this.#principal, "publish", room);
+    this.#access.takePublish(this.#principal, this.#ip);
+    // The hub's own refusals (too large, engine down) answer this publish; they do not count as bad frames.
+    try {
+      return this.#publish(room, data);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * `{"type":"publish","room"?,"messages":[{"room"?,"data"},…],"ref"?}` → one `{"type":"ack","ref","results":[…]}`
+   * with `{"id","room"}` or `{"error":{"code","message"}}` per message, in order. A frame over the batch
+   * bounds is refused whole with an error frame.
+   */
+  #publishBatch(frame: Record<string, unknown>, ref: Ref): void {
+    const items = batchItems(frame.messages, this.context.options.maxBatchMessages);
+    const fallback = frame.room ?? frame.channel;
+    publishEach(items, (item) => {
+      const message = batchItem(item);
+      const room = readRoom({ room: message.room ?? message.channel ?? fallback });
+      return this.#publishOne(room, message.data);
+    }).then((outcomes) => {
+      const results = outcomes.map((outcome) => (isBatchError(outcome) ? outcome : { id: outcome.id, room: outcome.channel }));
+      this.#send(ref === undefined ? { type: "ack", results } : { type: "ack", ref, results });
+    });
+  }
+
   #handle(frame: Record<string, unknown>, ref: Ref): void {
     switch (frame.type) {
       case "join": {
@@ -301,12 +333,11 @@ export class WebSocketConnection extends StreamConnection implements Connection 
         return;
       }
       case "publish": {
+        if (!("data" in frame) && "messages" in frame) return this.#publishBatch(frame, ref);
         const room = readRoom(frame);
         if (!("data" in frame)) throw new LadderError("bad_frame", "publish needs data");
-        this.#access.check(this.#principal, "publish", room);
-        this.#access.takePublish(this.#principal, this.#ip);
-        this.#publish(room, frame.data).then(
-          ({ id }) => this.#send(ref === undefined ? { type: "ack", id, room } : { type: "ack", ref, id, room }),
+        this.#publishOne(room, frame.data).then(
+          ({ id }) => this.#sendRaw(`{"type":"ack",${ref === undefined ? "" : `"ref":${JSON.stringify(ref)},`}"id":${JSON.stringify(id)},"room":"${room}"}`),
           (error: unknown) => this.#sendError(error, ref),
         );
         return;
