@@ -272,3 +272,17 @@ test("reconnect storms are spread: many clients losing the server do not all ret
   assert.ok(buckets.size >= 6, `spread over ${buckets.size} windows of 100 ms`);
   for (const c of clients) c.close();
 });
+
+test("publishBatch posts many messages in one request: an id or its own error each, good ones published once and in order", async () => {
+  const c = client();
+  const ch = channel();
+  const results = await c.publishBatch([{ channel: ch, data: 1 }, { channel: "bad channel!", data: 2 }, { channel: ch, data: 3 }]);
+  assert.equal(results.length, 3);
+  assert.ok("id" in results[0]! && "id" in results[2]!);
+  assert.equal("error" in results[1]! && results[1].error.code, "bad_channel");
+  const stored = (await (await fetch(`${hub.url}/api/messages?channel=${ch}&since=0`)).json()) as Message[];
+  assert.deepEqual(stored.map((m) => m.data), [1, 3]);
+  assert.deepEqual(stored.map((m) => m.id), [(results[0] as { id: string }).id, (results[2] as { id: string }).id]);
+  await assert.rejects(c.publishBatch([]), (error: unknown) => (error as { code?: string }).code === "bad_request");
+  c.close();
+});

@@ -5,7 +5,7 @@
  * before it ever delivered), or climb back up (a background probe that takes over once it works).
  * Cursors live here too, so a message is handed to the user once whichever rung brought it.
  */
-import { compareIds, errorFromWire, LadderError, type Gap, type Member, type Message, type MessageId, type PresenceEvent, type PresenceList } from "../protocol/index.js";
+import { compareIds, errorFromWire, LadderError, type BatchResult, type Gap, type Member, type Message, type MessageId, type PresenceEvent, type PresenceList } from "../protocol/index.js";
 import { backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions, type TransportName } from "./options.js";
@@ -145,13 +145,26 @@ export class LadderClient extends Emitter<ClientEvents> {
       const { id } = await rung.publish(channel, data);
       return { id, channel };
     }
+    const body = await this.#post<{ id: MessageId; channel: string }>({ channel, data });
+    return { id: body.id, channel: body.channel };
+  }
+
+  /**
+   * Publishes many messages in one HTTP request. Resolves with one result per message, in order: its id,
+   * or its own error (the others are published all the same); rejects only when the whole batch is refused.
+   */
+  async publishBatch(messages: readonly { readonly channel?: string; readonly data: unknown }[]): Promise<BatchResult[]> {
+    return (await this.#post<{ results: BatchResult[] }>({ messages })).results;
+  }
+
+  async #post<T>(payload: unknown): Promise<T> {
     const res = await this.options.fetch(new URL(this.options.paths.messages, this.options.base), {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ channel, data }),
+      body: JSON.stringify(payload),
     });
-    const body = (await res.json().catch(() => null)) as { id: MessageId; channel: string; error?: { code?: unknown; message?: unknown } } | null;
-    if (res.ok && body) return { id: body.id, channel: body.channel };
+    const body = (await res.json().catch(() => null)) as (T & { error?: { code?: unknown; message?: unknown } }) | null;
+    if (res.ok && body) return body;
     const wait = Number(res.headers.get("retry-after") ?? NaN);
     const retryAfter = Number.isFinite(wait) ? wait : undefined;
     if (body?.error) throw errorFromWire(body.error.code, body.error.message, retryAfter);
