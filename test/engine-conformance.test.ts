@@ -94,6 +94,23 @@ for (const factory of factories) {
       await engine.close();
     });
 
+    test("publishes issued in one turn, without waiting (as a batch issues them), keep their order per channel", async () => {
+      const engine = await factory.create({ maxCount: 200, maxAgeMs: 60_000 });
+      const a = fresh();
+      const b = fresh();
+      const pending: Array<Promise<Message>> = [];
+      for (let i = 0; i < 60; i++) pending.push(engine.publish(i % 3 === 0 ? b : a, i));
+      const published = await Promise.all(pending);
+      for (const ch of [a, b]) {
+        const mine = published.filter((m) => m.channel === ch);
+        for (let i = 1; i < mine.length; i++) assert.ok(compareIds(mine[i - 1]!.id, mine[i]!.id) < 0, "ids increase in issue order");
+        const stored = await engine.read(ch, "0", 200);
+        assert.deepEqual(stored.messages.map((m) => m.data), mine.map((m) => m.data));
+        assert.deepEqual(stored.messages.map((m) => m.id), mine.map((m) => m.id));
+      }
+      await engine.close();
+    });
+
     test("read with since null gives the cursor only; resuming from it misses nothing", async () => {
       const engine = await factory.create({ maxCount: 100, maxAgeMs: 60_000 });
       const ch = fresh();
