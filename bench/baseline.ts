@@ -4,7 +4,9 @@
  * patterns), one `ws` server, one channel's
  * history in an array; every publish is serialised once per pattern and written to every open response
  * or socket, with no per-subscriber bookkeeping, no resume checks, no slow-consumer policy and no
- * heartbeats. It ignores the channel of a subscription (the bench uses one channel).
+ * heartbeats. SSE streams and WebSockets are kept per channel (the many-small-channels shape); polls read one
+ * history whatever their channel (the bench polls one channel). WebSocket publishes are acknowledged, as a
+ * plain server that assigns an id and answers would.
  */
 import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
 import { createSecureServer } from "node:http2";
@@ -46,10 +48,23 @@ export interface BaselineTls {
 export async function startBaseline(port = 0, host = "127.0.0.1", tls: BaselineTls | null = null): Promise<BaselineServer> {
   const history: StoredMessage[] = [];
   let nextId = 1;
-  const streams = new Set<ServerResponse>();
+  const streams = new Map<string, Set<ServerResponse>>();
+  let streamCount = 0;
   const polls = new Set<HeldPoll>();
   const sockets = new Set<Socket>();
-  const joined = new Set<WebSocket>();
+  const joined = new Map<string, Set<WebSocket>>();
+  let joinedCount = 0;
+  const add = <T>(map: Map<string, Set<T>>, channel: string, member: T): void => {
+    let set = map.get(channel);
+    if (!set) map.set(channel, (set = new Set()));
+    set.add(member);
+  };
+  const remove = <T>(map: Map<string, Set<T>>, channel: string, member: T): boolean => {
+    const set = map.get(channel);
+    if (!set || !set.delete(member)) return false;
+    if (set.size === 0) map.delete(channel);
+    return true;
+  };
 
   const json = (res: ServerResponse, status: number, body: string): void => {
     res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
@@ -64,13 +79,15 @@ export async function startBaseline(port = 0, host = "127.0.0.1", tls: BaselineT
   };
 
   const broadcast = (message: StoredMessage): void => {
-    if (streams.size > 0) {
+    const sse = streams.get(message.channel);
+    if (sse) {
       const event = `id: ${message.id}\ndata: ${JSON.stringify(message.data)}\n\n`;
-      for (const res of streams) res.write(event);
+      for (const res of sse) res.write(event);
     }
-    if (joined.size > 0) {
+    const sockets = joined.get(message.channel);
+    if (sockets) {
       const frame = JSON.stringify({ type: "message", room: message.channel, id: String(message.id), data: message.data, time: message.time });
-      for (const ws of joined) ws.send(frame);
+      for (const ws of sockets) ws.send(frame);
     }
     if (polls.size > 0) {
       const body = JSON.stringify([{ id: String(message.id), channel: message.channel, data: message.data, time: message.time }]);
@@ -80,6 +97,14 @@ export async function startBaseline(port = 0, host = "127.0.0.1", tls: BaselineT
       }
       polls.clear();
     }
+  };
+
+  const accept = (channel: string, data: unknown): StoredMessage => {
+    const message: StoredMessage = { id: nextId++, channel, data, time: Date.now() };
+    history.push(message);
+    if (history.length > HISTORY) history.shift();
+    broadcast(message);
+    return message;
   };
 
   const publish = (req: IncomingMessage, res: ServerResponse): void => {
@@ -98,12 +123,8 @@ export async function startBaseline(port = 0, host = "127.0.0.1", tls: BaselineT
         json(res, 400, '{"error":{"code":"bad_json"}}');
         return;
       }
-      const channel = typeof body.channel === "string" ? body.channel : "general";
-      const message: StoredMessage = { id: nextId++, channel, data: body.data, time: Date.now() };
-      history.push(message);
-      if (history.length > HISTORY) history.shift();
-      broadcast(message);
-      json(res, 201, `{"id":"${message.id}","channel":${JSON.stringify(channel)}}`);
+      const message = accept(typeof body.channel === "string" ? body.channel : "general", body.data);
+      json(res, 201, `{"id":"${message.id}","channel":${JSON.stringify(message.channel)}}`);
     });
   };
 
@@ -129,21 +150,25 @@ export async function startBaseline(port = 0, host = "127.0.0.1", tls: BaselineT
     });
   };
 
-  const stream = (req: IncomingMessage, res: ServerResponse): void => {
+  const stream = (req: IncomingMessage, res: ServerResponse, url: URL): void => {
+    const channel = url.searchParams.get("channel") ?? "general";
     req.socket.setNoDelay(true);
     // HTTP/2 forbids connection headers.
     const keepAlive: Record<string, string> = req.httpVersionMajor === 1 ? { connection: "keep-alive" } : {};
     res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", ...keepAlive });
     res.write("retry: 2000\n\n");
-    streams.add(res);
-    res.once("close", () => streams.delete(res));
+    add(streams, channel, res);
+    streamCount++;
+    res.once("close", () => {
+      if (remove(streams, channel, res)) streamCount--;
+    });
   };
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const url = new URL(req.url ?? "/", "http://baseline.invalid");
     if (url.pathname === "/api/messages" && req.method === "POST") publish(req, res);
     else if (url.pathname === "/api/messages" && req.method === "GET") poll(res, url);
-    else if (url.pathname === "/api/stream" && req.method === "GET") stream(req, res);
+    else if (url.pathname === "/api/stream" && req.method === "GET") stream(req, res, url);
     else json(res, 404, '{"error":{"code":"not_found"}}');
   };
   // With HTTP/2 the handler gets node:http2's compatibility objects, which answer every call made here as
@@ -164,20 +189,33 @@ export async function startBaseline(port = 0, host = "127.0.0.1", tls: BaselineT
 
   const wss = new WebSocketServer({ server, path: "/api/ws", perMessageDeflate: false, clientTracking: false });
   wss.on("connection", (ws) => {
+    const rooms = new Set<string>();
     ws.on("message", (data) => {
-      let frame: { type?: unknown; room?: unknown };
+      let frame: { type?: unknown; room?: unknown; data?: unknown; ref?: unknown };
       try {
         frame = JSON.parse(String(data)) as typeof frame;
       } catch {
         return;
       }
+      if (typeof frame.room !== "string") return;
       if (frame.type === "join") {
-        joined.add(ws);
+        if (!rooms.has(frame.room)) {
+          rooms.add(frame.room);
+          add(joined, frame.room, ws);
+          joinedCount++;
+        }
         ws.send(JSON.stringify({ type: "joined", room: frame.room, cursor: String(nextId - 1) }));
+      } else if (frame.type === "publish") {
+        const message = accept(frame.room, frame.data);
+        ws.send(JSON.stringify({ type: "ack", ref: frame.ref, id: String(message.id), room: message.channel }));
       }
     });
-    ws.on("close", () => joined.delete(ws));
-    ws.on("error", () => joined.delete(ws));
+    const leave = (): void => {
+      for (const room of rooms) if (remove(joined, room, ws)) joinedCount--;
+      rooms.clear();
+    };
+    ws.on("close", leave);
+    ws.on("error", leave);
   });
 
   await new Promise<void>((resolve, reject) => {
@@ -187,7 +225,7 @@ export async function startBaseline(port = 0, host = "127.0.0.1", tls: BaselineT
   const address = server.address() as AddressInfo;
   return {
     url: `${tls ? "https" : "http"}://${address.address}:${address.port}`,
-    held: () => streams.size + polls.size + joined.size,
+    held: () => streamCount + polls.size + joinedCount,
     sockets: () => sockets.size,
     close: async () => {
       for (const poll of polls) clearTimeout(poll.timer);

@@ -70,13 +70,13 @@ async function until(count: () => number, expected: number, quietMs: number, max
 }
 
 /** The engine URL of one case, in a namespace of its own. */
-function engineUrl(engine: EngineName, options: BenchOptions, tag: string): string {
+export function engineUrl(engine: EngineName, options: BenchOptions, tag: string): string {
   if (engine === "memory") return "memory";
   if (engine === "redis") return `${options.redisUrl}?prefix=${encodeURIComponent(`ladder-bench:${tag}:`)}`;
   return `${options.natsUrl}?stream=LADDER_BENCH_${tag}&prefix=ladder-bench.${tag}`;
 }
 
-async function cleanup(engine: EngineName, options: BenchOptions, tag: string): Promise<void> {
+export async function cleanup(engine: EngineName, options: BenchOptions, tag: string): Promise<void> {
   if (engine === "redis") {
     const { createClient } = await import("redis");
     const client = createClient({ url: options.redisUrl });

@@ -27,6 +27,14 @@ export function protocolFor(pattern: Pattern): ServerProtocol {
 }
 
 export const CHANNEL = "bench";
+
+/**
+ * The channel of the i-th subscriber or message when the load is spread over `channels` channels (the
+ * many-small-channels shape); one channel is the usual fan-out shape.
+ */
+export function channelOf(i: number, channels: number): string {
+  return channels <= 1 ? CHANNEL : `${CHANNEL}-${i % channels}`;
+}
 const CURSOR_HEADER = /\r\nladder-cursor:\s*([^\r]*)/i;
 
 export interface Subscriber {
@@ -46,20 +54,25 @@ export interface ClientOptions {
   readonly longPoll?: LongPollDialect;
   /** A WebSocket is subscribed once open (no `join`), and every text frame is a message (Nchan). */
   readonly webSocketSubscribedOnOpen?: boolean;
+  /** Channels the subscribers are spread over, one after another (default 1: all on {@link CHANNEL}). */
+  readonly channels?: number;
 }
+
+/** Subscribers opened so far with each options object: the next one takes the next channel. */
+const opened = new WeakMap<ClientOptions, number>();
 
 /** A server's long-poll cursor: how a request carries it and how an answer moves it. */
 export interface LongPollDialect {
   /** Path and extra header lines (each ending in CRLF) of the next poll after `since` (null: the first). */
-  request(since: string | null, waitSeconds: number, limit: number): { path: string; headers: string };
+  request(channel: string, since: string | null, waitSeconds: number, limit: number): { path: string; headers: string };
   /** The cursor after an answer with this head and body, or undefined to keep the last one. */
   cursor(head: string, body: string): string | undefined;
 }
 
 /** Ladder's (and the baseline's): `since` in the query; the last `id` of the body, else the cursor header. */
 export const LADDER_LONG_POLL: LongPollDialect = {
-  request(since, waitSeconds, limit) {
-    return { path: `/api/messages?channel=${CHANNEL}&since=${encodeURIComponent(since ?? "0")}&limit=${limit}&wait=${waitSeconds}`, headers: "" };
+  request(channel, since, waitSeconds, limit) {
+    return { path: `/api/messages?channel=${channel}&since=${encodeURIComponent(since ?? "0")}&limit=${limit}&wait=${waitSeconds}`, headers: "" };
   },
   cursor(head, body) {
     const idAt = body.lastIndexOf('"id":"');
@@ -128,7 +141,7 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
 }
 
 /** A WebSocket that joins the channel and stamps every `message` frame. */
-function webSocketSubscriber(options: ClientOptions): Subscriber {
+function webSocketSubscriber(options: ClientOptions, channel: string): Subscriber {
   const { metrics } = options;
   const url = new URL("/api/ws", options.base);
   url.protocol = "ws:";
@@ -137,7 +150,7 @@ function webSocketSubscriber(options: ClientOptions): Subscriber {
   let joined = false;
   const onOpen = options.webSocketSubscribedOnOpen === true;
   const ready = new Promise<void>((resolve, reject) => {
-    ws.once("open", () => (onOpen ? resolve() : ws.send(JSON.stringify({ type: "join", room: CHANNEL }))));
+    ws.once("open", () => (onOpen ? resolve() : ws.send(JSON.stringify({ type: "join", room: channel }))));
     ws.on("message", (data: Buffer) => {
       const text = data.toString("utf8");
       if (onOpen || text.startsWith('{"type":"message"')) {
@@ -183,13 +196,13 @@ function sseSplitter(metrics: DeliveryMetrics): (chunk: string) => void {
 }
 
 /** An SSE stream on an HTTP/2 connection of the pool. */
-function h2SseSubscriber(options: ClientOptions): Subscriber {
+function h2SseSubscriber(options: ClientOptions, channel: string): Subscriber {
   const { metrics } = options;
   if (!options.h2) throw new Error("sse-h2 needs an H2Pool in the client options");
   let closing = false;
   let stream: ClientHttp2Stream | null = null;
   const ready = new Promise<void>((resolve, reject) => {
-    stream = options.h2!.next().request({ ":path": `/api/stream?channel=${CHANNEL}`, accept: "text/event-stream" });
+    stream = options.h2!.next().request({ ":path": `/api/stream?channel=${channel}`, accept: "text/event-stream" });
     stream.once("response", (headers) => {
       if (headers[":status"] !== 200) {
         reject(new Error(`SSE answered ${headers[":status"]}`));
@@ -216,14 +229,14 @@ function h2SseSubscriber(options: ClientOptions): Subscriber {
 }
 
 /** An SSE stream over a raw node:http (or, with TLS, node:https) request, one connection per stream. */
-function sseSubscriber(options: ClientOptions): Subscriber {
+function sseSubscriber(options: ClientOptions, channel: string): Subscriber {
   const { metrics } = options;
   let closing = false;
   let req: ClientRequest | null = null;
   const tls = options.base.protocol === "https:";
   const ready = new Promise<void>((resolve, reject) => {
     req = (tls ? httpsRequest : request)(
-      new URL(`/api/stream?channel=${CHANNEL}`, options.base),
+      new URL(`/api/stream?channel=${channel}`, options.base),
       { agent: false, headers: { accept: "text/event-stream" }, ...(tls ? { rejectUnauthorized: false } : {}) },
       (res: IncomingMessage) => {
         if (res.statusCode !== 200) {
@@ -374,7 +387,7 @@ class RawGetter {
  * Long-polling (`wait` > 0, the next request sent as soon as an answer comes) or interval polling
  * (`wait` = 0, one request per interval, at once again when a page came back full).
  */
-function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
+function pollSubscriber(options: ClientOptions, long: boolean, channel: string): Subscriber {
   const { metrics } = options;
   const limit = 1000;
   const dialect = options.longPoll ?? LADDER_LONG_POLL;
@@ -397,7 +410,7 @@ function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
 
   const once = async (): Promise<void> => {
     if (closing) return;
-    const { path, headers } = dialect.request(since, wait, limit);
+    const { path, headers } = dialect.request(channel, since, wait, limit);
     let full = false;
     try {
       if (long) markReady(); // the request is on its way; the bench checks the server's count of held polls
@@ -441,18 +454,21 @@ function pollSubscriber(options: ClientOptions, long: boolean): Subscriber {
 }
 
 export function openSubscriber(pattern: Pattern, options: ClientOptions): Subscriber {
+  const index = opened.get(options) ?? 0;
+  opened.set(options, index + 1);
+  const channel = channelOf(index, options.channels ?? 1);
   switch (pattern) {
     case "websocket":
-      return webSocketSubscriber(options);
+      return webSocketSubscriber(options, channel);
     case "sse":
     case "sse-tls":
-      return sseSubscriber(options);
+      return sseSubscriber(options, channel);
     case "sse-h2":
-      return h2SseSubscriber(options);
+      return h2SseSubscriber(options, channel);
     case "long-poll":
-      return pollSubscriber(options, true);
+      return pollSubscriber(options, true, channel);
     case "poll":
-      return pollSubscriber(options, false);
+      return pollSubscriber(options, false, channel);
   }
 }
 
@@ -489,10 +505,13 @@ export class Publisher {
   readonly #base: URL;
   readonly #agent: Agent;
   readonly #request: typeof request;
+  readonly #channels: number;
   #seq = 0;
 
-  constructor(base: URL) {
+  /** Messages go to `channels` channels in turn (see {@link channelOf}). */
+  constructor(base: URL, channels = 1) {
     this.#base = base;
+    this.#channels = channels;
     // With TLS the publisher posts over HTTP/1.1 with TLS (the development certificate is not checked).
     const tls = base.protocol === "https:";
     this.#agent = tls
@@ -503,7 +522,8 @@ export class Publisher {
 
   #post(onSent: (stamp: number) => void): Promise<{ ok: boolean; roundTripMs: number }> {
     const t = nowMs();
-    const body = `{"channel":"${CHANNEL}","data":{"t":${t},"seq":${this.#seq++}}}`;
+    const seq = this.#seq++;
+    const body = `{"channel":"${channelOf(seq, this.#channels)}","data":{"t":${t},"seq":${seq}}}`;
     onSent(t);
     return new Promise((resolve) => {
       const req = this.#request(

@@ -245,7 +245,8 @@ export class NchanServer implements BenchServer {
  * `If-Modified-Since` and `If-None-Match`. An answer carries one message; a timeout answers 304.
  */
 export const NCHAN_LONG_POLL: LongPollDialect = {
-  request(since) {
+  // One channel per Nchan case: its location names it, so the channel argument is not needed here.
+  request(_channel, since) {
     if (since === null) return { path: "/api/messages", headers: "" };
     const [modified, tag] = since.split("\n");
     return { path: "/api/messages", headers: `if-modified-since: ${modified}\r\nif-none-match: ${tag}\r\n` };

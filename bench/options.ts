@@ -3,9 +3,12 @@ import { parseArgs } from "node:util";
 import { ENGINE_NAMES, type EngineName } from "./engines.js";
 import type { Impl } from "./ipc.js";
 import { PATTERNS, type Pattern } from "./load.js";
+import { PUBLISH_SCENARIOS, type PublishScenario } from "./publish.js";
 
 export interface BenchOptions {
   readonly subscribers: number;
+  /** Channels the subscribers and the messages are spread over (the many-small-channels shape); 1 by default. */
+  readonly channels: number;
   readonly rate: number;
   readonly seconds: number;
   readonly warmupSeconds: number;
@@ -33,11 +36,26 @@ export interface BenchOptions {
   readonly workers: readonly number[] | null;
   readonly redisUrl: string;
   readonly natsUrl: string;
+  /** Publish mode (`--publish`): publish rates with nobody subscribed, instead of fan-out. */
+  readonly publish: readonly PublishScenario[] | null;
+  /** Messages per request or frame in the batch scenarios. */
+  readonly batch: number;
+  /** WebSocket connections of the ws scenarios, one case each. */
+  readonly wsConnections: readonly number[];
+  /** h2load connections of the HTTP scenarios. */
+  readonly h2loadConnections: number;
+  /** Messages per measured publish run. */
+  readonly publishCount: number;
+  /** Messages per channel in the `history` scenario. */
+  readonly history: number;
 }
 
 export const USAGE = `npm run bench -- [flags]
 
   --subscribers N     subscribers per pattern, on one channel          (default 1000, 1..20000)
+  --channels C        spread subscribers and messages over C channels in turn (default 1); with
+                      --subscribers 10000 --channels 10000 every channel has one subscriber.
+                      Subscribers must be a multiple of C; sse and websocket patterns only
   --rate R            messages published per second                    (default 200, 1..20000)
   --seconds S         length of the measured publish phase             (default 10, 1..300)
   --warmup S          unmeasured publishing before it                  (default min(1, seconds/6))
@@ -67,6 +85,13 @@ export const USAGE = `npm run bench -- [flags]
                       (patterns default to sse,websocket here; bench/workers.ts)
   --redis-url URL     the broker of --engines redis                      (default redis://127.0.0.1:6379)
   --nats-url URL      the broker of --engines nats                       (default nats://127.0.0.1:4222)
+  --publish LIST      publish mode: http,http-batch,ws,ws-batch,history (nobody subscribed; ladder on
+                      each of --engines, default memory; the baseline where it has the form)
+  --batch N           messages per request / frame in http-batch and ws-batch  (default 100, 2..1000)
+  --ws-connections L  WebSocket publishers of the ws scenarios, one case each  (default 1,100)
+  --h2load-connections N  h2load connections of the HTTP scenarios           (default 20)
+  --publish-count N   messages per measured publish run                      (default 60000)
+  --history N         messages per channel in the history scenario           (default 10)
   --help
 `;
 
@@ -100,6 +125,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
     allowPositionals: false,
     options: {
       subscribers: { type: "string" },
+      channels: { type: "string" },
       rate: { type: "string" },
       seconds: { type: "string" },
       warmup: { type: "string" },
@@ -118,17 +144,33 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
       workers: { type: "string" },
       "redis-url": { type: "string" },
       "nats-url": { type: "string" },
+      publish: { type: "string" },
+      batch: { type: "string" },
+      "ws-connections": { type: "string" },
+      "h2load-connections": { type: "string" },
+      "publish-count": { type: "string" },
+      history: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) return "help";
   const seconds = number("seconds", values.seconds, 10, 1, 300);
+  const subscribers = Math.round(number("subscribers", values.subscribers, 1000, 1, 20_000));
+  const channels = Math.round(number("channels", values.channels, 1, 1, 20_000));
+  const patterns = list("patterns", values.patterns ?? (values.engines !== undefined || values.workers !== undefined ? "sse,websocket" : undefined), PATTERNS);
+  if (channels > 1 && values.publish === undefined) {
+    if (subscribers % channels !== 0) throw new UsageError(`--subscribers (${subscribers}) must be a multiple of --channels (${channels})`);
+    // The baseline routes by channel for SSE and WebSocket only; its polls read one shared history.
+    const other = patterns.filter((p) => p !== "sse" && p !== "websocket");
+    if (other.length > 0 || values.patterns === undefined) throw new UsageError(`--channels needs --patterns sse and/or websocket`);
+  }
   return {
-    subscribers: Math.round(number("subscribers", values.subscribers, 1000, 1, 20_000)),
+    subscribers,
+    channels,
     rate: number("rate", values.rate, 200, 1, 20_000),
     seconds,
     warmupSeconds: number("warmup", values.warmup, Math.min(1, seconds / 6), 0, 60),
-    patterns: list("patterns", values.patterns ?? (values.engines !== undefined || values.workers !== undefined ? "sse,websocket" : undefined), PATTERNS),
+    patterns,
     impls: list<Impl>("impls", values.impls, ["ladder", "baseline", "nchan"]),
     pollIntervalMs: number("poll-interval", values["poll-interval"], 1000, 10, 60_000),
     longPollWaitSeconds: 25,
@@ -144,5 +186,11 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
     workers: values.workers === undefined ? null : workerList(values.workers),
     redisUrl: values["redis-url"] ?? "redis://127.0.0.1:6379",
     natsUrl: values["nats-url"] ?? "nats://127.0.0.1:4222",
+    publish: values.publish === undefined ? null : list<PublishScenario>("publish", values.publish, PUBLISH_SCENARIOS),
+    batch: Math.round(number("batch", values.batch, 100, 2, 1000)),
+    wsConnections: (values["ws-connections"] ?? "1,100").split(",").map((v) => Math.round(number("ws-connections", v, 1, 1, 5000))),
+    h2loadConnections: Math.round(number("h2load-connections", values["h2load-connections"], 20, 1, 1000)),
+    publishCount: Math.round(number("publish-count", values["publish-count"], 60_000, 100, 10_000_000)),
+    history: Math.round(number("history", values.history, 10, 1, 1000)),
   };
 }

@@ -23,7 +23,7 @@ function grouped(value: number): string {
   return Number.isFinite(value) ? Math.round(value).toLocaleString("en-US") : "-";
 }
 
-function table(headers: readonly string[], rows: readonly (readonly string[])[], leftColumns: number): string {
+export function table(headers: readonly string[], rows: readonly (readonly string[])[], leftColumns: number): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: readonly string[]): string =>
     cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd();
@@ -50,14 +50,16 @@ function medianShape(items: readonly unknown[]): unknown {
   return first;
 }
 
+/** One result per key: the median of the repeated runs, metric by metric. */
+export function medianOf<T>(runs: readonly T[], key: (run: T) => string): T[] {
+  const groups = new Map<string, T[]>();
+  for (const run of runs) groups.set(key(run), [...(groups.get(key(run)) ?? []), run]);
+  return [...groups.values()].map((group) => (group.length === 1 ? group[0]! : (medianShape(group) as T)));
+}
+
 /** One result per pattern and implementation: the median of the repeated runs, metric by metric. */
 export function medianResults(runs: readonly CaseResult[]): CaseResult[] {
-  const groups = new Map<string, CaseResult[]>();
-  for (const run of runs) {
-    const key = `${run.pattern}/${run.impl}`;
-    groups.set(key, [...(groups.get(key) ?? []), run]);
-  }
-  return [...groups.values()].map((group) => (group.length === 1 ? group[0]! : (medianShape(group) as CaseResult)));
+  return medianOf(runs, (run) => `${run.pattern}/${run.impl}`);
 }
 
 export function ratios(results: readonly CaseResult[], against: Exclude<Impl, "ladder"> = "baseline"): Ratio[] {

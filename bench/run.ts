@@ -10,8 +10,9 @@ import { engineTable, runEngines } from "./engines.js";
 import { runWorkersBench, workersTable } from "./workers.js";
 import { parseOptions, USAGE, type BenchOptions } from "./options.js";
 import { findNchan, NCHAN_PATTERNS } from "./nchan.js";
+import { publishCases, publishTable, runPublishCase, type PublishCaseResult } from "./publish.js";
 import { checkFdLimit, CLOCK_TICKS, installCleanup, killAllChildren, pinCores, waitForQuiet } from "./proc.js";
-import { medianResults, ratios, ratioTable, resultsTable } from "./report.js";
+import { medianOf, medianResults, ratios, ratioTable, resultsTable } from "./report.js";
 import { runCase, type CaseResult } from "./scenario.js";
 
 const DEFAULT_OUT = fileURLToPath(new URL("../../bench/results/latest.json", import.meta.url));
@@ -23,6 +24,10 @@ function log(line: string): void {
 /** Percentage of the phase in which other processes kept the server or the load generator from its CPU. */
 function noise(result: CaseResult): number {
   return (Math.max(result.foreignWaitMs.server, result.foreignWaitMs.load) / result.phaseMs) * 100;
+}
+
+function medianPublishResults(runs: readonly PublishCaseResult[]): PublishCaseResult[] {
+  return medianOf(runs, (r) => `${r.scenario}/${r.impl}/${r.engine}/${r.connections}`);
 }
 
 async function main(): Promise<number> {
@@ -45,7 +50,9 @@ async function main(): Promise<number> {
   const fd = checkFdLimit(options.subscribers + 200);
   const started = new Date();
   const header = [
-    `ladder bench: ${options.subscribers} subscribers/pattern, ${options.rate} msg/s for ${options.seconds} s (warm-up ${options.warmupSeconds} s), patterns ${options.patterns.join(",")}`,
+    options.publish
+      ? `ladder bench, publish mode: ${options.publish.join(",")}, ${options.publishCount} messages per run, batches of ${options.batch}, nobody subscribed`
+      : `ladder bench: ${options.subscribers} subscribers/pattern${options.channels > 1 ? ` on ${options.channels} channels` : ""}, ${options.rate} msg/s for ${options.seconds} s (warm-up ${options.warmupSeconds} s), patterns ${options.patterns.join(",")}`,
     `cpu: ${cpuCount} x ${cpus()[0]?.model ?? "?"}; ${pinning.note}`,
     `fd limit: ${fd.note}; node ${process.version}; CLK_TCK ${CLOCK_TICKS}`,
   ];
@@ -64,6 +71,29 @@ async function main(): Promise<number> {
     const out = options.out ?? DEFAULT_OUT.replace(/latest\.json$/, "workers-latest.json");
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, `${JSON.stringify({ startedAt: started.toISOString(), finishedAt: new Date().toISOString(), options, results: workerResults }, null, 2)}\n`);
+    process.stdout.write(`\nwrote ${out}\n`);
+    return 0;
+  }
+
+  if (options.publish) {
+    // Publish mode: publish rates with nobody subscribed; repeated cases report their median.
+    const runs: PublishCaseResult[] = [];
+    for (let round = 1; round <= options.repeat; round++) {
+      for (const c of publishCases(options)) {
+        log(`[publish ${c.scenario} / ${c.impl}${c.impl === "ladder" ? ` / ${c.engine}` : ""} / ${c.connections} conns${options.repeat > 1 ? ` / run ${round} of ${options.repeat}` : ""}]`);
+        if (options.waitQuietSeconds > 0) await waitForQuiet(options.waitQuietSeconds);
+        const r = await runPublishCase(c.scenario, c.impl, c.engine, c.connections, options, pinning, log);
+        log(`  ${Math.round(r.messagesPerSec)} msg/s, ${r.cpuUsPerMessage.toFixed(2)} µs CPU/msg, server ${r.serverCpuPercent.toFixed(0)}%${r.notes.length ? `; ${r.notes.join("; ")}` : ""}`);
+        runs.push(r);
+      }
+    }
+    const results = medianPublishResults(runs);
+    if (options.repeat > 1) process.stdout.write(`\nmedians of ${options.repeat} runs per case\n`);
+    process.stdout.write(`\n${publishTable(results)}\n`);
+    for (const r of results.filter((e) => e.notes.length > 0)) process.stdout.write(`note ${r.scenario}/${r.impl}/${r.engine}/${r.connections}: ${r.notes.join("; ")}\n`);
+    const out = options.out ?? DEFAULT_OUT.replace(/latest\.json$/, "publish-latest.json");
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(out, `${JSON.stringify({ startedAt: started.toISOString(), finishedAt: new Date().toISOString(), options, results, runs: options.repeat > 1 ? runs : undefined }, null, 2)}\n`);
     process.stdout.write(`\nwrote ${out}\n`);
     return 0;
   }

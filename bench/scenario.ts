@@ -115,16 +115,20 @@ export async function runCase(
   const base = new URL(server.url);
   const metrics = new DeliveryMetrics();
   const h2 = pattern === "sse-h2" ? new H2Pool(base, options.h2StreamsPerSession) : undefined;
+  const channels = options.channels;
   const clientOptions: ClientOptions = {
     base,
     metrics,
     pollIntervalMs: options.pollIntervalMs,
     longPollWaitSeconds: options.longPollWaitSeconds,
     h2,
+    channels,
     ...(impl === "nchan" ? { longPoll: NCHAN_LONG_POLL, webSocketSubscribedOnOpen: true } : {}),
   };
   const subscribers: Subscriber[] = [];
-  const publisher = new Publisher(base);
+  const publisher = new Publisher(base, channels);
+  // Subscribers and messages go round the channels alike, so each message has n / channels subscribers.
+  const perMessage = n / channels;
   const holds = pattern !== "poll";
   try {
     // A few connections first, so one-time costs (lazy modules, JIT, first buffers) are not charged per connection.
@@ -166,7 +170,7 @@ export async function runCase(
       const seenBefore = metrics.seen;
       const warm = await publisher.run(options.rate, options.warmupSeconds);
       // Let a saturated server finish the warm-up before the phase, so the phase measures only itself.
-      await drain(() => metrics.seen - seenBefore, warm.ok * n, 2000, 30_000);
+      await drain(() => metrics.seen - seenBefore, warm.ok * perMessage, 2000, 30_000);
       await sleep(100);
     }
 
@@ -183,7 +187,7 @@ export async function runCase(
       serverSchedBefore = readSchedTimes(server.pid);
       loadSchedBefore = readSchedTimes(process.pid);
     });
-    const expected = published.ok * n;
+    const expected = published.ok * perMessage;
     // Drain: until every expected delivery came, or nothing new arrived for a while.
     const quietMs = (pattern === "poll" ? options.pollIntervalMs : 0) + 2000;
     const stop = await drain(() => metrics.delivered, expected, quietMs, Math.max(30_000, options.seconds * 3000));
@@ -222,7 +226,7 @@ export async function runCase(
       expected,
       delivered: metrics.delivered,
       missing: expected - metrics.delivered,
-      offeredPerSec: options.rate * n,
+      offeredPerSec: options.rate * perMessage,
       deliveredPerSec: metrics.delivered / (Math.max(activeMs, 1) / 1000),
       latencyMs: {
         p50: metrics.latency.quantile(0.5),
