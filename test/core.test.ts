@@ -91,6 +91,9 @@ class FakeSink implements SubscriptionSink {
   gap(gap: Gap): void {
     this.events.push({ gap });
   }
+  backfill(): void {
+    throw new Error("no backfill hook in these tests");
+  }
   backlogged(): boolean {
     return this.backlog;
   }

@@ -83,7 +83,7 @@ export const SETTINGS: readonly Setting[] = [
   { flag: "request-timeout", env: "LADDER_REQUEST_TIMEOUT", key: "requestTimeout", kind: "seconds", help: "time to send a whole request, body included, seconds", fallback: String(DEFAULT_REQUEST_LIMITS.requestTimeoutMs / 1000), apply: (t, v) => (t.requestTimeoutMs = ms(v as number)) },
   { flag: "keep-alive-timeout", env: "LADDER_KEEP_ALIVE_TIMEOUT", key: "keepAliveTimeout", kind: "seconds", help: "close a connection idle between requests (HTTP/2: with no open stream) after this long; behind a load balancer, above its idle timeout, seconds", fallback: String(DEFAULT_REQUEST_LIMITS.keepAliveTimeoutMs / 1000), apply: (t, v) => (t.keepAliveTimeoutMs = ms(v as number)) },
   { flag: "trust-proxy", env: "LADDER_TRUST_PROXY", key: "trustProxy", kind: "string", help: "comma-separated proxies (addresses, CIDR ranges, loopback, private) whose X-Forwarded-For names the client for per-IP limits", fallback: "none", apply: (t, v) => (t.trustProxy = (v as string).split(",").map((entry) => entry.trim()).filter((entry) => entry !== "")) },
-  { flag: "auth-config", env: "LADDER_AUTH_CONFIG", key: "authConfig", kind: "string", help: "JSON file with rules, defaults, jwt, apiKeys, allowedOrigins, cors, limits (docs/security.md)", fallback: "none (anyone may do anything)", apply: (t, v) => (t.authConfigFile = v as string) },
+  { flag: "auth-config", env: "LADDER_AUTH_CONFIG", key: "authConfig", kind: "string", help: "JSON file with rules, defaults, jwt, apiKeys, allowedOrigins, cors, limits (docs/security.md), hooks (docs/hooks.md)", fallback: "none (anyone may do anything)", apply: (t, v) => (t.authConfigFile = v as string) },
   { flag: "presence", env: "LADDER_PRESENCE", key: "presence", kind: "string", help: "comma-separated channel patterns with presence (who is in, joins and leaves), e.g. chat.*", fallback: "none (demo.* when the demo is on)", apply: (t, v) => (t.presence = (v as string).split(",").map((entry) => entry.trim()).filter((entry) => entry !== "")) },
   { flag: "presence-leave-delay", env: "LADDER_PRESENCE_LEAVE_DELAY", key: "presenceLeaveDelay", kind: "seconds", help: "a member leaves this long after its last connection ended (reconnect grace), seconds", fallback: "5", apply: (t, v) => (t.presenceLeaveDelayMs = ms(v as number)) },
   { flag: "presence-node-timeout", env: "LADDER_PRESENCE_NODE_TIMEOUT", key: "presenceNodeTimeout", kind: "seconds", help: "a node not heard from this long is dead and its members leave, seconds", fallback: "15", apply: (t, v) => (t.presenceNodeTimeoutMs = ms(v as number)) },
@@ -197,13 +197,13 @@ function lineAndColumn(text: string, position: number): string {
   return `line ${before.length}, column ${before[before.length - 1]!.length + 1}`;
 }
 
-const AUTH_KEYS = new Set(["rules", "defaults", "jwt", "apiKeys", "allowedOrigins", "cors", "limits"]);
+const AUTH_KEYS = new Set(["rules", "defaults", "jwt", "apiKeys", "allowedOrigins", "cors", "limits", "hooks"]);
 
 /**
  * The access-control file: kept apart from the main config because it holds secrets (HS256 secret, API
  * keys) that deserve tighter file permissions. Shapes are checked by the hub's own option checks.
  */
-function readAuthConfig(path: string): Pick<ServeOptions, "auth" | "allowedOrigins" | "cors" | "limits"> {
+function readAuthConfig(path: string): Pick<ServeOptions, "auth" | "allowedOrigins" | "cors" | "limits" | "hooks"> {
   const c = readJsonObject(path, "auth-config file");
   for (const key of Object.keys(c)) if (!AUTH_KEYS.has(key)) throw new SettingsError(`auth-config file ${path}: unknown key "${key}" (known: ${[...AUTH_KEYS].join(", ")})`);
   type Options = ServeOptions;
@@ -213,6 +213,8 @@ function readAuthConfig(path: string): Pick<ServeOptions, "auth" | "allowedOrigi
     ...(c.allowedOrigins !== undefined ? { allowedOrigins: c.allowedOrigins as Options["allowedOrigins"] } : {}),
     ...(c.cors !== undefined ? { cors: c.cors as Options["cors"] } : {}),
     ...(c.limits !== undefined ? { limits: c.limits as Options["limits"] } : {}),
+    // The app's hooks (docs/hooks.md): here, as the webhook secret and the headers the app checks are secrets too.
+    ...(c.hooks !== undefined ? { hooks: c.hooks as Options["hooks"] } : {}),
   };
 }
 

@@ -275,6 +275,12 @@ export class LadderClient extends Emitter<ClientEvents> {
     if (rung !== this.#rung && rung !== this.#probe) return;
     const state = this.#channels.get(message.channel);
     if (!state) return;
+    if (message.backfilled) {
+      // It fills a gap before the history that follows, and moves no cursor: its id is the cursor it came at,
+      // so resuming from it asks again. Only the current rung's count: a probe would repeat them.
+      if (rung === this.#rung) for (const subscription of state.subscriptions) subscription.deliver({ ...message, id: state.cursor ?? "0", time: Date.now() });
+      return;
+    }
     if (state.cursor !== null && compareIds(message.id, state.cursor) <= 0) return;
     state.cursor = message.id;
     for (const subscription of state.subscriptions) subscription.deliver(message);

@@ -3,9 +3,12 @@ import type { Gap, Member, Message, MessageId } from "../protocol/index.js";
 import { Emitter } from "./emitter.js";
 
 export interface SubscriptionEvents {
-  /** A message, in the channel's order, each exactly once. */
+  /** A message, in the channel's order, each exactly once; `backfilled` when the app's backfill hook supplied it for a gap. */
   message: Message;
-  /** History no longer reaches back far enough (or the server skipped to the latest): reload state. */
+  /**
+   * History no longer reaches back far enough (or the server skipped to the latest): reload state — or,
+   * when the app's backfill hook sent one, replace it with `gap.snapshot`.
+   */
   gap: Gap;
   /** With `presence: true`: a member came in (or was found in after a reconnect). */
   join: Member;

@@ -9,6 +9,19 @@ export interface Message<T = unknown> {
   readonly channel: string;
   readonly data: T;
   readonly time: number;
+  /**
+   * Set on a message the app's backfill hook supplied for a gap in history: it has no id of its own (the
+   * client gives it the cursor it arrived at, so resuming from it asks again) and comes before the history
+   * that is left.
+   */
+  readonly backfilled?: true;
+}
+
+/** A backfilled message on the wire: SSE `event: backfill`, a WebSocket `message` frame, or a poll answer's element. */
+export interface BackfilledMessage<T = unknown> {
+  readonly channel: string;
+  readonly data: T;
+  readonly backfilled: true;
 }
 
 /**
@@ -28,6 +41,8 @@ export interface Gap {
   readonly reason: GapReason;
   readonly since: MessageId;
   readonly resume: MessageId;
+  /** The channel's current state from the app's backfill hook (any JSON): replace local state with it and go on live. */
+  readonly snapshot?: unknown;
 }
 
 /** Client → server WebSocket frames. `channel` is accepted wherever `room` is. */
@@ -48,7 +63,9 @@ export type BatchResult =
 
 /** Server → client WebSocket frames. */
 export type ServerFrame =
-  | { readonly type: "message"; readonly room: string; readonly id: MessageId; readonly data: unknown; readonly time: number }
+  | { readonly type: "message"; readonly room: string; readonly id: MessageId; readonly data: unknown; readonly time: number; readonly backfilled?: undefined }
+  /** A backfilled message: no id, no time; see {@link Message.backfilled}. */
+  | { readonly type: "message"; readonly room: string; readonly data: unknown; readonly backfilled: true }
   | { readonly type: "joined"; readonly room: string; readonly cursor: MessageId }
   | { readonly type: "left"; readonly room: string }
   | { readonly type: "ack"; readonly ref?: string | number; readonly id: MessageId; readonly room: string }
@@ -56,7 +73,7 @@ export type ServerFrame =
   | { readonly type: "pong"; readonly ref?: string | number; readonly time: number }
   /** The token was accepted; `expiresAt` (ms since the epoch) is when the connection closes 4001 unless refreshed again. */
   | { readonly type: "authed"; readonly ref?: string | number; readonly sub: string | null; readonly expiresAt: number | null }
-  | { readonly type: "gap"; readonly room: string; readonly reason: GapReason; readonly since: MessageId; readonly resume: MessageId }
+  | { readonly type: "gap"; readonly room: string; readonly reason: GapReason; readonly since: MessageId; readonly resume: MessageId; readonly snapshot?: unknown }
   | { readonly type: "error"; readonly code: ErrorCode; readonly message: string; readonly ref?: string | number }
   /** A channel's members: the answer to a `presence` frame, and the first frame after a join with `presence: true`. */
   | { readonly type: "presence"; readonly room: string; readonly members: readonly Member[]; readonly count: number; readonly ref?: string | number }
@@ -76,6 +93,8 @@ export const GAP_HEADER = "ladder-gap";
 export const CURSOR_HEADER = "ladder-cursor";
 /** The SSE event type of the gap signal; its `data:` is JSON of {@link Gap}. */
 export const GAP_EVENT = "gap";
+/** The SSE event of a backfilled message; `data:` is JSON of {@link BackfilledMessage}, and it has no `id:`. */
+export const BACKFILL_EVENT = "backfill";
 /** The SSE event sent once the stream is live; `data:` maps each channel to its cursor. */
 export const READY_EVENT = "ready";
 /** `since=now` on a poll: no history, just the channel's cursor (a long-poll then waits for the next message). */

@@ -19,6 +19,9 @@ import { ANONYMOUS, type Principal } from "./auth/rules.js";
 import { WriteBatcher } from "./core/cork.js";
 import { Fanout } from "./core/fanout.js";
 import { HubMetrics, METRICS_OFF, METRICS_PATH } from "./metrics.js";
+import { Hooks } from "./hooks/hooks.js";
+import type { RequestFacts } from "./hooks/connect.js";
+import type { HookObserver } from "./hooks/caller.js";
 import { closeAfterResponse, readBody, sendJson, sendJsonText, type HubRequest, type HubResponse } from "./edge/http.js";
 import { checkChannel } from "./edge/params.js";
 import { asLadderError, endWithError, sendError, type Headers } from "./edge/refusal.js";
@@ -65,6 +68,8 @@ export class Hub {
   /** Who is in each presence channel, across nodes; null unless the `presence` option names channels. */
   readonly presence: Presence | null;
   readonly #presenceBus: Promise<PresenceBus> | null;
+  /** The app's hooks; null without the `hooks` option. Presence reports members through `hooks.webhooks`. */
+  readonly hooks: Hooks | null;
   readonly #ownsEngine: boolean;
   readonly #fanout: Fanout;
   readonly #context: TransportContext;
@@ -80,10 +85,16 @@ export class Hub {
   constructor(hubOptions: HubOptions = {}) {
     const options = resolveOptions(hubOptions);
     this.options = options;
-    // Before the engine: a bad auth option throws here, with nothing yet to release.
-    this.#access = new Access(options.auth, options.limits);
-    this.#proxies = trustedProxies(options.trustProxy);
     this.logger = options.logger;
+    // The metrics come after the engine they read; hooks report to them once they exist.
+    const observer: HookObserver = {
+      hookCalled: (hook, seconds) => this.metrics?.hookCalled(hook, seconds),
+      hookFailed: (hook, reason) => this.metrics?.hookFailed(hook, reason),
+    };
+    // Before the engine: a bad auth or hooks option throws here, with nothing yet to release.
+    this.hooks = options.hooks ? new Hooks(options.hooks, this.logger, observer) : null;
+    this.#access = new Access(options.auth, options.limits, this.hooks);
+    this.#proxies = trustedProxies(options.trustProxy);
     this.#ownsEngine = typeof options.engine !== "object";
     this.engine =
       typeof options.engine === "object"
@@ -95,7 +106,8 @@ export class Hub {
             maxChannels: options.maxChannels,
             logger: this.logger,
           });
-    this.#fanout = new Fanout(this.engine);
+    const webhooks = this.hooks?.webhooks;
+    this.#fanout = new Fanout(this.engine, webhooks ? (channel, occupied) => webhooks.emit(occupied ? "channel_occupied" : "channel_vacated", channel) : null);
     this.metrics = options.metrics
       ? new HubMetrics({
           stats: () => this.stats(),
@@ -118,7 +130,8 @@ export class Hub {
       this.#presenceBus = null;
       this.presence = null;
     }
-    this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options, presence: this.presence, batcher: new WriteBatcher(this.options.writeDelayMs) };
+    const backfill = this.hooks?.backfill;
+    this.#context = { engine: this.engine, fanout: this.#fanout, options: this.options, presence: this.presence, batcher: new WriteBatcher(this.options.writeDelayMs), backfill: backfill ? (gap) => backfill.fill(gap) : null };
     // Room for the frame's own fields around the data, which publish() bounds by maxMessageBytes.
     const maxPayload = this.options.maxMessageBytes + FRAME_OVERHEAD_BYTES;
     this.#wss = new WebSocketServer({ noServer: true, maxPayload, clientTracking: false });
@@ -163,7 +176,7 @@ export class Hub {
     socket.once("close", release);
     // The token on the upgrade (header, cookie or query) is checked before the handshake completes, so a
     // bad one is a plain 401; no token is fine here — each join and publish is checked, and an auth frame may follow.
-    Promise.resolve(this.#access.principalFor(req, url)).then(
+    Promise.resolve(this.#access.principalFor(req, url, { transport: "websocket", ip, channels: [] })).then(
       (principal) => {
         if (socket.destroyed) return release();
         this.#wss.handleUpgrade(req, socket, head, (ws) => {
@@ -260,6 +273,7 @@ export class Hub {
     this.#closed = true;
     this.#draining = true;
     for (const timer of this.#timers) clearInterval(timer);
+    this.hooks?.close();
     for (const connection of [...this.#connections]) connection.destroy();
     this.#wss.close();
     if (this.presence) {
@@ -393,7 +407,7 @@ export class Hub {
     }
     const access = this.#access;
     // Authenticated before the body is read: a caller without a valid token costs no buffering.
-    const principal = access.enabled ? access.principalFor(req, this.#url(req)) : ANONYMOUS;
+    const principal = access.enabled ? access.principalFor(req, this.#url(req), this.#facts(req, "http", [])) : ANONYMOUS;
     if (principal instanceof Promise) {
       return principal.then(
         (who) => this.#readPublish(req, res, who),
@@ -461,16 +475,23 @@ export class Hub {
   #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown): Promise<Message> {
     const name = checkChannel(channel);
     const access = this.#access;
-    if (access.enabled) access.check(principal, "publish", name);
+    if (access.enabled) {
+      const refusal = access.refusal(principal, "publish", name);
+      if (refusal) throw refusal;
+    }
     if (access.limitsPublishes) access.takePublish(principal, this.clientIp(req));
-    return this.#publishNow(name, data);
+    if (!access.enabled) return this.#publishNow(name, data);
+    // Under a `hook` rule the app decides, and may replace the data, before the hub publishes.
+    return access.checkPublish(principal, name, data, this.#facts(req, "http", [name])).then((checked) => this.#publishNow(name, checked));
   }
 
   async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     const request = parsePollRequest(url, this.#context);
-    const found = this.#access.principalFor(req, url);
+    const facts = this.#facts(req, request.waitMs === 0 ? "poll" : "long-poll", [request.channel]);
+    const found = this.#access.principalFor(req, url, facts);
     const principal = found instanceof Promise ? await found : found;
-    this.#access.check(principal, "subscribe", request.channel);
+    const checking = this.#access.checkSubscribe(principal, request.channel, facts);
+    if (checking) await checking;
     // A poller that names its client is listed while it polls: the leave delay bridges one poll to the next.
     const client = url.searchParams.get("client");
     const identity = client !== null && this.presence && presenceEnabled(this.options, request.channel) ? this.#identity(principal, client, url.searchParams.get("info")) : null;
@@ -504,9 +525,11 @@ export class Hub {
 
   async #stream(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     const request = parseSseRequest(req, url, this.#context);
-    const pending = this.#access.principalFor(req, url);
+    const facts = this.#facts(req, "sse", request.channels);
+    const pending = this.#access.principalFor(req, url, facts);
     const principal = pending instanceof Promise ? await pending : pending;
-    for (const channel of request.channels) this.#access.check(principal, "subscribe", channel);
+    const checks = request.channels.map((channel) => this.#access.checkSubscribe(principal, channel, facts)).filter((c) => c !== null);
+    if (checks.length > 0) await Promise.all(checks);
     const identity = this.presence && request.channels.some((channel) => presenceEnabled(this.options, channel)) ? this.#identity(principal, request.client, request.info) : null;
     const refusal = this.#admit();
     if (refusal) throw refusal;
@@ -519,8 +542,10 @@ export class Hub {
   /** `GET /api/presence?channel=C[&count=1][&limit=N]`: who is in C, on every node; reading needs subscribe permission. */
   async #presenceRequest(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
     const channel = checkChannel(url.searchParams.get("channel") ?? DEFAULT_CHANNEL);
-    const found = this.#access.principalFor(req, url);
-    this.#access.check(found instanceof Promise ? await found : found, "subscribe", channel);
+    const facts = this.#facts(req, "http", [channel]);
+    const found = this.#access.principalFor(req, url, facts);
+    const checking = this.#access.checkSubscribe(found instanceof Promise ? await found : found, channel, facts);
+    if (checking) await checking;
     const presence = this.presence;
     const settings = this.options.presence;
     if (!presence || !settings || !presenceEnabled(this.options, channel)) throw new LadderError("not_found", `presence is not enabled for channel ${channel}`);
@@ -538,6 +563,10 @@ export class Hub {
   /** Who a connection is in presence lists (see presence/member.ts). */
   #identity(principal: Principal, client: string | null, info: string | null): Identity {
     return identityFor(principal, client, info, this.options.presence?.anonymousInfo === true);
+  }
+
+  #facts(req: HubRequest, transport: string, channels: readonly string[]): RequestFacts {
+    return { transport, ip: this.clientIp(req), channels };
   }
 
   #fail(res: HubResponse, error: unknown): void {

@@ -3,8 +3,9 @@
  * in one process (tests, embedding) never share or clash over series. Gauges are read from the hub when
  * scraped; the hot path only bumps plain counters (a publish, a refusal), never a label lookup per delivery.
  */
-import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { LadderError } from "../protocol/index.js";
+import type { FailureReason, HookName, HookObserver } from "./hooks/caller.js";
 import type { EngineStats } from "../engines/engine.js";
 import type { TransportKind } from "./transports/transport.js";
 
@@ -25,12 +26,14 @@ export interface MetricsSource {
   readonly engineName: string;
 }
 
-export class HubMetrics {
+export class HubMetrics implements HookObserver {
   readonly registry = new Registry();
   readonly #published: Counter;
   readonly #refused: Counter<"code">;
   readonly #socketsRefused: Counter;
   #render: (() => Promise<{ contentType: string; body: string }>) | null = null;
+  readonly #hookDuration: Histogram<"hook">;
+  readonly #hookFailures: Counter<"hook" | "reason">;
 
   constructor(source: MetricsSource) {
     const registers = [this.registry];
@@ -94,6 +97,27 @@ export class HubMetrics {
       help: "TCP connections closed at once because their address held limits.socketsPerIp already",
       registers,
     });
+    this.#hookDuration = new Histogram({
+      name: "ladder_hook_duration_seconds",
+      help: "Time from a hook call's start (waiting for a slot included) to its answer or failure, by hook",
+      labelNames: ["hook"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+      registers,
+    });
+    this.#hookFailures = new Counter({
+      name: "ladder_hook_failures_total",
+      help: "Hook calls without a usable answer, by hook and reason (timeout, network, status, too_large, invalid, overloaded; dropped: a webhook event given up)",
+      labelNames: ["hook", "reason"],
+      registers,
+    });
+  }
+
+  hookCalled(hook: HookName, seconds: number): void {
+    this.#hookDuration.observe({ hook }, seconds);
+  }
+
+  hookFailed(hook: HookName, reason: FailureReason): void {
+    this.#hookFailures.inc({ hook, reason });
   }
 
   /** The memory engine's budget: how full it is and what it evicted (docs/security.md, "Memory budget"). */

@@ -8,6 +8,7 @@ import type { Engine } from "../engines/engine.js";
 import { DEFAULT_MAX_CHANNELS, DEFAULT_MAX_LOG_BYTES, MESSAGE_OVERHEAD_BYTES } from "../engines/memory.js";
 import type { AuthOptions, LimitOptions } from "./auth/access.js";
 import type { CorsOptions } from "./auth/origins.js";
+import type { HooksOptions } from "./hooks/options.js";
 
 export type SlowConsumerPolicy = "disconnect" | "latest";
 
@@ -97,6 +98,11 @@ export interface HubOptions {
    * `["chat.*"]`; other channels pay nothing. Or the patterns with settings. Off by default.
    */
   readonly presence?: readonly string[] | PresenceSettings;
+  /**
+   * Calls to the app's backend (docs/hooks.md): connect (who is this request, from its cookies), subscribe and
+   * publish (for channels whose rule says `hook`), webhooks (channel occupied/vacated, presence) and backfill.
+   */
+  readonly hooks?: HooksOptions;
   readonly logger?: Logger;
 }
 
@@ -150,6 +156,7 @@ export interface ResolvedOptions {
   readonly trustProxy?: readonly string[];
   readonly metrics: boolean;
   readonly presence: ResolvedPresence | null;
+  readonly hooks?: HooksOptions;
   readonly logger: Logger;
 }
 
@@ -260,6 +267,8 @@ export function resolveOptions(options: HubOptions = {}): ResolvedOptions {
     ...(options.trustProxy !== undefined ? { trustProxy: options.trustProxy } : {}),
     metrics: options.metrics === true,
     presence: resolvePresence(options.presence),
+    // Checked where they are built (Hooks).
+    ...(options.hooks !== undefined ? { hooks: options.hooks } : {}),
     logger: options.logger ?? pino({ level: "silent" }),
   };
 }

@@ -97,8 +97,12 @@ export class HttpPollRung extends RungBase {
       }
       this.opened();
       const gap = res.headers.get(GAP_HEADER);
-      if (gap) this.host.gap(this, JSON.parse(gap) as Gap);
-      for (const message of messages) this.host.message(this, message);
+      // A gap's snapshot travels as the body's first element, {"channel","snapshot"}: too large for a header.
+      const head = messages[0] as Partial<Gap> | undefined;
+      const parsed = gap ? (JSON.parse(gap) as { snapshot?: unknown } & Gap) : null;
+      if (parsed && head && "snapshot" in head) parsed.snapshot = (messages.shift(), head.snapshot);
+      if (parsed) this.host.gap(this, parsed);
+      for (const message of messages) this.host.message(this, message.backfilled ? { ...message, id: "", time: 0 } : message);
       const next = res.headers.get(CURSOR_HEADER);
       if (next) this.host.cursor(this, channel, next);
       if (this.name === "poll" && messages.length < PAGE) {

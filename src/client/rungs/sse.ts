@@ -5,7 +5,7 @@
  * Adding or removing a channel reopens the stream from the current cursors.
  */
 import { createParser, type EventSourceMessage } from "eventsource-parser";
-import { encodeCursorMap, GAP_EVENT, JOIN_EVENT, LEAVE_EVENT, PRESENCE_EVENT, READY_EVENT, type Gap, type Member, type Message, type MessageId, type PresenceList } from "../../protocol/index.js";
+import { BACKFILL_EVENT, encodeCursorMap, GAP_EVENT, JOIN_EVENT, LEAVE_EVENT, PRESENCE_EVENT, READY_EVENT, type Gap, type Member, type Message, type MessageId, type PresenceList } from "../../protocol/index.js";
 import { namedEndpoint, RungBase, TimerSlot } from "./rung.js";
 
 export class SseRung extends RungBase {
@@ -109,6 +109,10 @@ export class SseRung extends RungBase {
         this.host.membership(this, { type: event.event, channel, member });
         return;
       }
+      case BACKFILL_EVENT:
+        // No id of its own: the client gives it the channel's cursor.
+        this.host.message(this, { id: "", time: 0, ...(JSON.parse(event.data) as { channel: string; data: unknown; backfilled: true }) });
+        return;
       default:
         this.host.message(this, JSON.parse(event.data) as Message);
     }

@@ -117,12 +117,14 @@ export class WebSocketRung extends RungBase {
     }
     switch (frame.type) {
       case "message": {
-        const message: Message = { id: frame.id, channel: frame.room, data: frame.data, time: frame.time };
+        // A backfilled message has no id or time: the client gives it the channel's cursor.
+        const message: Message = frame.backfilled ? { id: "", channel: frame.room, data: frame.data, time: 0, backfilled: true } : { id: frame.id, channel: frame.room, data: frame.data, time: frame.time };
         this.host.message(this, message);
         return;
       }
       case "gap": {
         const gap: Gap = { channel: frame.room, reason: frame.reason, since: frame.since, resume: frame.resume };
+        if ("snapshot" in frame) (gap as { snapshot?: unknown }).snapshot = frame.snapshot;
         this.host.gap(this, gap);
         return;
       }

@@ -10,6 +10,10 @@ import type { HubRequest } from "../edge/http.js";
 import { ConnectionCounter, RateLimiter } from "./rate-limit.js";
 import { ANONYMOUS, authorize, type Permission, type Action, type ChannelRule, type Principal } from "./rules.js";
 import { TokenVerifier, type TokenOptions } from "./tokens.js";
+import type { Hooks } from "../hooks/hooks.js";
+import type { Identity, RequestFacts } from "../hooks/connect.js";
+
+export type { RequestFacts };
 
 export interface AuthOptions {
   /** Channel rules; the first whose pattern matches wins. */
@@ -80,12 +84,12 @@ export function extractToken(req: HubRequest, url: URL): string | null {
   return query === null || query === "" ? null : query;
 }
 
-const ACCESS_VALUES = new Set(["anyone", "token", "nobody"]);
+const ACCESS_VALUES = new Set(["anyone", "token", "nobody", "hook"]);
 
 /** Rules usually come from a JSON file: a typo must fail at start, not silently open or close a channel. */
 function checkAuthOptions(options: AuthOptions): void {
   const access = (where: string, value: unknown): void => {
-    if (value !== undefined && !ACCESS_VALUES.has(value as string)) throw new TypeError(`option ${where} must be anyone, token or nobody`);
+    if (value !== undefined && !ACCESS_VALUES.has(value as string)) throw new TypeError(`option ${where} must be anyone, token, nobody or hook`);
   };
   if (options.rules !== undefined && !Array.isArray(options.rules)) throw new TypeError("option auth.rules must be a list");
   (options.rules ?? []).forEach((rule, i) => {
@@ -109,6 +113,7 @@ export class Access {
   readonly #publishes: RateLimiter | null;
   readonly #perIp: ConnectionCounter | null;
   readonly #socketsPerIp: ConnectionCounter | null;
+  readonly #hooks: Hooks | null;
   /** Null when limits are off. */
   readonly firstFrameTimeoutMs: number | null;
 
@@ -116,8 +121,11 @@ export class Access {
    * Limits apply when `limits` is given, or with defaults when `auth` is: a hub that opts into access
    * control gets the abuse limits with it; one that configured neither keeps its old behaviour.
    */
-  constructor(options: AuthOptions | undefined, limits?: LimitOptions) {
+  constructor(authOptions: AuthOptions | undefined, limits?: LimitOptions, hooks: Hooks | null = null) {
+    // Hooks that decide who may do what turn access control on: without an auth config the defaults apply (deny by default).
+    const options = authOptions ?? (hooks?.decideAccess ? {} : undefined);
     if (options) checkAuthOptions(options);
+    this.#hooks = hooks;
     this.enabled = options !== undefined;
     const active = limits !== undefined || options !== undefined;
     const l = { ...DEFAULT_LIMITS, ...limits };
@@ -134,12 +142,17 @@ export class Access {
 
   /**
    * The principal a request speaks for; anonymous without a token. Rejects with 401 for a bad or expired
-   * token. Without `auth` it answers at once, not with a promise: a poll then costs no extra turn.
+   * token. With the connect hook, a request without a valid token is the user the app names (or its
+   * refusal). Without `auth` it answers at once, not with a promise: a poll then costs no extra turn.
    */
-  principalFor(req: HubRequest, url: URL): Principal | Promise<Principal> {
+  principalFor(req: HubRequest, url: URL, facts: RequestFacts): Principal | Promise<Principal> {
     if (!this.#verifier) return ANONYMOUS;
     const token = extractToken(req, url);
-    return token === null ? ANONYMOUS : this.verify(token);
+    const connect = this.#hooks?.connect;
+    if (!connect) return token === null ? ANONYMOUS : this.verify(token);
+    const identify = (): Promise<Principal> => connect.identify(req, facts).then(principalOf);
+    // A token that does not verify (a stale cookie, say) falls back to the app's session, which is the point of the hook.
+    return token === null ? identify() : this.verify(token).catch(identify);
   }
 
   async verify(token: string): Promise<Principal> {
@@ -147,23 +160,45 @@ export class Access {
     return (await this.#verifier).verify(token);
   }
 
-  /** Null when allowed, else the 401/403 error to answer with. */
+  /**
+   * Null when allowed, else the 401/403 error to answer with. A channel whose rule says `hook` counts as
+   * allowed here: the hook was asked when the subscription began (this serves a WebSocket's token refresh).
+   */
   refusal(principal: Principal, action: Action, channel: string): LadderError | null {
+    const verdict = this.#verdict(principal, action, channel);
+    return verdict === "hook" ? null : verdict;
+  }
+
+  /** Throws the refusal; returns a promise only when the rules send the decision to the app's subscribe hook. */
+  checkSubscribe(principal: Principal, channel: string, facts: RequestFacts): Promise<void> | null {
+    const verdict = this.#verdict(principal, "subscribe", channel);
+    if (verdict === "hook") return this.#hooks!.channels.subscribe(callerOf(principal), channel, facts);
+    if (verdict) throw verdict;
+    return null;
+  }
+
+  /** Resolves with the data to publish — the app's replacement under a `hook` rule — or rejects with the refusal. */
+  async checkPublish(principal: Principal, channel: string, data: unknown, facts: RequestFacts): Promise<unknown> {
+    const verdict = this.#verdict(principal, "publish", channel);
+    if (verdict === "hook") return this.#hooks!.channels.publish(callerOf(principal), channel, data, facts);
+    if (verdict) throw verdict;
+    return data;
+  }
+
+  #verdict(principal: Principal, action: Action, channel: string): LadderError | null | "hook" {
     if (!this.enabled) return null;
     if (principal.expiresAt !== null && principal.expiresAt <= Date.now()) return new LadderError("unauthenticated", "token expired");
     switch (authorize(this.#rules, this.#defaults, principal, action, channel)) {
       case "allowed":
         return null;
+      case "hook":
+        if (this.#hooks) return "hook";
+        return new LadderError("forbidden", `${action} on ${channel} is left to a hook, and no hooks are configured`);
       case "unauthenticated":
         return new LadderError("unauthenticated", `${action} on ${channel} needs a token`);
       case "forbidden":
         return new LadderError("forbidden", `not allowed to ${action} on ${channel}`);
     }
-  }
-
-  check(principal: Principal, action: Action, channel: string): void {
-    const refusal = this.refusal(principal, action, channel);
-    if (refusal) throw refusal;
   }
 
   /** True when publishes are rate-limited: callers skip working out the client's address otherwise. */
@@ -193,4 +228,20 @@ export class Access {
   sweep(): void {
     this.#publishes?.sweep();
   }
+}
+
+/** The connect hook's answer as a principal: its patterns are grants, as a token's `ladder` claim would be. */
+function principalOf(identity: Identity): Principal {
+  if (identity.user === null && identity.subscribe.length === 0 && identity.publish.length === 0) return ANONYMOUS;
+  return {
+    kind: "hook",
+    sub: identity.user,
+    grants: { subscribe: identity.subscribe, publish: identity.publish },
+    expiresAt: identity.expiresAt,
+    info: identity.info,
+  };
+}
+
+function callerOf(principal: Principal): { user: string | null; info: unknown } {
+  return { user: principal.sub, info: principal.info ?? null };
 }

@@ -13,6 +13,12 @@ export interface LiveListener {
 }
 
 /**
+ * Told when a channel gets its first subscriber on this node and when it loses its last (after the
+ * linger, so a long-poll loop does not flap). Each node reports its own occupancy (docs/hooks.md).
+ */
+export type OccupancyListener = (channel: string, occupied: boolean) => void;
+
+/**
  * How long a channel's engine subscription outlives a last listener that expects to be back: a long-poll
  * just answered asks again one round trip later. When one message answers every held poll of a channel,
  * the channel would otherwise be unsubscribed and subscribed again every round (through a broker, with a
@@ -54,8 +60,11 @@ export class Fanout {
   /** Live messages handed to listeners so far, one per listener per message (for metrics). */
   liveDeliveries = 0;
 
-  constructor(engine: Engine) {
+  readonly #occupancy: OccupancyListener | null;
+
+  constructor(engine: Engine, occupancy: OccupancyListener | null = null) {
     this.#engine = engine;
+    this.#occupancy = occupancy;
   }
 
   /**
@@ -84,6 +93,7 @@ export class Fanout {
           else created.unsubscribe = unsubscribe;
         });
       this.#channels.set(channel, entry);
+      this.#occupancy?.(channel, true);
     } else if (entry.listeners.size === 0) {
       this.#idle.delete(channel);
     }
@@ -135,6 +145,7 @@ export class Fanout {
     entry.unsubscribe?.();
     this.#channels.delete(channel);
     this.#idle.delete(channel);
+    this.#occupancy?.(channel, false);
   }
 
   #scheduleSweep(delayMs: number): void {

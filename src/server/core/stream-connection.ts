@@ -61,6 +61,8 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   protected abstract onceDrained(callback: () => void): void;
   protected abstract writeMessage(channel: string, delivery: Delivery): void;
   protected abstract writeGap(gap: Gap): void;
+  /** One backfilled message (no id: the channel's cursor stays where it is). */
+  protected abstract writeBackfill(channel: string, data: unknown): void;
   /** The socket to cork while fanning out, or null where the transport batches by itself (HTTP/2). */
   protected abstract corkable(): Corkable | null;
   /** Ends the connection because the client cannot keep up; must release the subscriptions at once. */
@@ -72,7 +74,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   /** Subscribes the connection to a channel; resolves with the cursor once live. */
   protected async subscribe(channel: string, since: MessageId | null): Promise<MessageId> {
     this.subscriptions.get(channel)?.close();
-    const subscription = new Subscription(this.context.engine, this.context.fanout, channel, since, this);
+    const subscription = new Subscription(this.context.engine, this.context.fanout, channel, since, this, this.context.backfill);
     this.subscriptions.set(channel, subscription);
     const cursor = await subscription.start();
     if (!this.sent.has(channel) && !subscription.closed) this.sent.set(channel, cursor);
@@ -176,6 +178,11 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     if (this.state !== "open") return;
     this.sent.set(gap.channel, gap.resume);
     this.writeGap(gap);
+  }
+
+  backfill(channel: string, data: readonly unknown[]): void {
+    if (this.state !== "open") return;
+    for (const item of data) this.writeBackfill(channel, item);
   }
 
   #waitForDrain(): void {

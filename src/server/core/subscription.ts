@@ -8,11 +8,14 @@ import { compareIds, START_CURSOR, type Gap, type MessageId } from "../../protoc
 import type { Engine } from "../../engines/engine.js";
 import type { Delivery } from "./delivery.js";
 import type { Fanout, LiveListener } from "./fanout.js";
+import type { Backfiller } from "./context.js";
 
 export interface SubscriptionSink {
   /** `live` is false for history (catch-up), which the subscription paces with {@link backlogged}. */
   message(channel: string, delivery: Delivery, live: boolean): void;
   gap(gap: Gap): void;
+  /** Messages the app's backfill hook gave for the gap, before the history that is left. */
+  backfill(channel: string, data: readonly unknown[]): void;
   /** True while the sink's outbound buffer is full; catch-up then waits for {@link drained}. */
   backlogged?(): boolean;
   drained?(): Promise<void>;
@@ -36,8 +39,10 @@ export class Subscription implements LiveListener {
   /** The cursor when the subscription went live; live messages at or below it were already emitted. */
   #fence: MessageId | null = null;
   #closed = false;
+  readonly #backfill: Backfiller | null;
 
-  constructor(engine: Engine, fanout: Fanout, channel: string, since: MessageId | null, sink: SubscriptionSink) {
+  constructor(engine: Engine, fanout: Fanout, channel: string, since: MessageId | null, sink: SubscriptionSink, backfill: Backfiller | null = null) {
+    this.#backfill = backfill;
     this.#engine = engine;
     this.#fanout = fanout;
     this.channel = channel;
@@ -76,7 +81,13 @@ export class Subscription implements LiveListener {
       const limit = since === null ? 0 : PAGE_SIZE;
       const result = sync ? engine.readSync!(this.channel, since, limit) : await engine.read(this.channel, since, limit);
       if (this.#closed) return this.#cursor ?? START_CURSOR;
-      if (first && result.gap) this.#sink.gap(result.gap);
+      if (first && result.gap) {
+        // Live messages are held meanwhile, as during any catch-up; the app answers within its timeout.
+        const filled = this.#backfill ? await this.#backfill(result.gap) : null;
+        if (this.#closed) return this.#cursor ?? START_CURSOR;
+        if (filled?.kind === "messages") this.#sink.backfill(this.channel, filled.messages);
+        else this.#sink.gap(filled ? { ...result.gap, snapshot: filled.snapshot } : result.gap);
+      }
       first = false;
       for (const message of result.messages) {
         this.#emit(this.#fanout.deliveryFor(message));

@@ -34,12 +34,34 @@ export function parsePollRequest(url: URL, context: TransportContext): PollReque
 }
 
 /**
+ * What the backfill hook adds to a poll answer, as elements before the messages: the backfilled messages
+ * (`{"channel","data","backfilled":true}`), or the gap's snapshot (`{"channel","snapshot"}`; the snapshot
+ * would not fit a header, so the `ladder-gap` header carries the gap without it).
+ */
+interface Filled {
+  gap: Gap | null;
+  readonly before: string[];
+}
+
+function fill(channel: string, gap: Gap | null, backfilled: readonly unknown[] | null): Filled {
+  const before: string[] = [];
+  if (backfilled) for (const data of backfilled) before.push(JSON.stringify({ channel, data, backfilled: true }));
+  if (gap?.snapshot !== undefined) {
+    const { snapshot, ...plain } = gap;
+    before.push(JSON.stringify({ channel, snapshot }));
+    return { gap: plain, before };
+  }
+  return { gap, before };
+}
+
+/**
  * The body is what `JSON.stringify(messages)` gives, put together from each message's cached encoding:
  * every subscriber answered with the same message reuses one serialisation.
  */
-function answer(res: HubResponse, body: string, cursor: MessageId, gap: Gap | null): void {
+function answer(res: HubResponse, body: string, cursor: MessageId, filled: Filled): void {
   const headers: Record<string, string> = { [CURSOR_HEADER]: cursor };
-  if (gap) headers[GAP_HEADER] = JSON.stringify(gap);
+  if (filled.gap) headers[GAP_HEADER] = JSON.stringify(filled.gap);
+  if (filled.before.length > 0) body = "[" + filled.before.join(",") + (body === "[]" ? "]" : "," + body.slice(1));
   sendJsonText(res, 200, body, headers);
 }
 
@@ -60,7 +82,9 @@ function historyBody(fanout: Fanout, messages: readonly Message[]): string {
 /** Answers a poll at once from history. */
 export async function poll(context: TransportContext, request: PollRequest, res: HubResponse): Promise<void> {
   const result = await context.engine.read(request.channel, request.since, request.limit);
-  answer(res, historyBody(context.fanout, result.messages), result.cursor, result.gap);
+  const filled = result.gap && context.backfill ? await context.backfill(result.gap) : null;
+  const gap = result.gap && filled?.kind === "snapshot" ? { ...result.gap, snapshot: filled.snapshot } : result.gap;
+  answer(res, historyBody(context.fanout, result.messages), result.cursor, fill(request.channel, filled?.kind === "messages" ? null : gap, filled?.kind === "messages" ? filled.messages : null));
 }
 
 /** A held long-poll: a subscription whose first delivery (or a gap, or the timeout) answers the request. */
@@ -74,6 +98,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
   #first: Delivery | null = null;
   #more: Delivery[] | null = null;
   #gap: Gap | null = null;
+  #backfilled: readonly unknown[] | null = null;
   #timer: NodeJS.Timeout | null = null;
   #flushScheduled = false;
 
@@ -82,7 +107,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
     this.#req = req;
     this.#res = res;
     this.#request = request;
-    this.#subscription = new Subscription(context.engine, context.fanout, request.channel, request.since, this);
+    this.#subscription = new Subscription(context.engine, context.fanout, request.channel, request.since, this, context.backfill);
   }
 
   /** Returns a promise only when catching up had to wait (a broker engine, a feed not yet flowing). */
@@ -103,7 +128,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
 
   #started(): void {
     if (this.state !== "open") return;
-    if (this.#first || this.#gap) {
+    if (this.#first || this.#gap || this.#backfilled) {
       this.#respond();
       return;
     }
@@ -120,6 +145,11 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
 
   gap(gap: Gap): void {
     this.#gap = gap;
+    this.#scheduleFlush();
+  }
+
+  backfill(_channel: string, data: readonly unknown[]): void {
+    this.#backfilled = data;
     this.#scheduleFlush();
   }
 
@@ -159,7 +189,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
     this.#release(true);
     const last = this.#more?.at(-1) ?? this.#first;
     const cursor = last ? last.id : (this.#subscription.cursor ?? this.#request.since ?? START_CURSOR);
-    answer(this.#res, bodyOf(this.#first, this.#more), cursor, this.#gap);
+    answer(this.#res, bodyOf(this.#first, this.#more), cursor, fill(this.#request.channel, this.#gap, this.#backfilled));
   }
 
   #release(answered = false): void {

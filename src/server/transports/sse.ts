@@ -9,6 +9,7 @@ import {
   encodeComment,
   encodeCursorMap,
   encodeEvent,
+  BACKFILL_EVENT,
   GAP_EVENT,
   JOIN_EVENT,
   LadderError,
@@ -157,6 +158,11 @@ export class SseConnection extends StreamConnection implements Connection {
   protected writePresenceEvent(event: PresenceEvent): void {
     const data = this.#multi ? JSON.stringify({ channel: event.channel, member: event.member }) : JSON.stringify(event.member);
     this.#write(encodeEvent({ event: event.type === "join" ? JOIN_EVENT : LEAVE_EVENT, data }));
+  }
+
+  protected writeBackfill(channel: string, data: unknown): void {
+    // No `id:`: EventSource keeps its lastEventId, so a reconnect resumes where history goes on.
+    this.#write(encodeEvent({ event: BACKFILL_EVENT, data: JSON.stringify({ channel, data, backfilled: true }) }));
   }
 
   protected dropSlowConsumer(): void {

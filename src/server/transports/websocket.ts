@@ -15,11 +15,12 @@ import {
   type PresenceEvent,
   type PresenceList,
   type Message,
+  type MessageId,
   type ServerFrame,
 } from "../../protocol/index.js";
 import { presenceEnabled } from "../options.js";
 import { checkClientId, identityFor, type Identity } from "../presence/member.js";
-import type { Access } from "../auth/access.js";
+import type { Access, RequestFacts } from "../auth/access.js";
 import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
 import type { Corkable } from "../core/cork.js";
@@ -131,7 +132,12 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   protected writeGap(gap: Gap): void {
-    this.#send({ type: "gap", room: gap.channel, reason: gap.reason, since: gap.since, resume: gap.resume });
+    const { channel, reason, since, resume, snapshot } = gap;
+    this.#send(snapshot === undefined ? { type: "gap", room: channel, reason, since, resume } : { type: "gap", room: channel, reason, since, resume, snapshot });
+  }
+
+  protected writeBackfill(channel: string, data: unknown): void {
+    this.#send({ type: "message", room: channel, data, backfilled: true });
   }
 
   protected corkable(): Corkable | null {
@@ -203,7 +209,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
       (principal) => {
         if (this.state !== "open") return;
         // A refresh may extend the session, not switch users: another subject would inherit this one's rooms.
-        if (this.#principal.kind === "token" && principal.sub !== this.#principal.sub) {
+        if ((this.#principal.kind === "token" || this.#principal.kind === "hook") && principal.sub !== this.#principal.sub) {
           this.#sendError(new LadderError("forbidden", "a refreshed token must have the same sub"), ref);
           return;
         }
@@ -222,6 +228,16 @@ export class WebSocketConnection extends StreamConnection implements Connection 
       },
       (error: unknown) => this.#sendError(error, ref),
     );
+  }
+
+  #checkRoomLimit(room: string): void {
+    if (!this.subscriptions.has(room) && this.subscriptions.size >= this.context.options.maxChannelsPerConnection) {
+      throw new LadderError("too_many_channels", `at most ${this.context.options.maxChannelsPerConnection} rooms per connection`);
+    }
+  }
+
+  #facts(room: string): RequestFacts {
+    return { transport: "websocket", ip: this.#ip, channels: [room] };
   }
 
   #send(frame: ServerFrame): void {
@@ -270,14 +286,12 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   /** One publish: the caller's right to the room and its rate, then the hub (which bounds the data). */
   #publishOne(room: string, data: unknown): Promise<Message> {
-    this.#access.check(this.#principal, "publish", room);
+    const refusal = this.#access.refusal(this.#principal, "publish", room);
+    if (refusal) throw refusal;
     this.#access.takePublish(this.#principal, this.#ip);
     // The hub's own refusals (too large, engine down) answer this publish; they do not count as bad frames.
-    try {
-      return this.#publish(room, data);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    // Under a `hook` rule the app decides, and may replace the data, before the hub publishes.
+    return this.#access.checkPublish(this.#principal, room, data, this.#facts(room)).then((checked) => this.#publish(room, checked));
   }
 
   /**
@@ -302,27 +316,34 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     switch (frame.type) {
       case "join": {
         const room = readRoom(frame);
-        this.#access.check(this.#principal, "subscribe", room);
         const since = frame.since;
         if (since !== undefined && since !== null && (typeof since !== "string" || !isId(since))) {
           throw new LadderError("bad_since", "since must be a message id such as 1732540000000-0, or 0");
         }
-        if (!this.subscriptions.has(room) && this.subscriptions.size >= this.context.options.maxChannelsPerConnection) {
-          throw new LadderError("too_many_channels", `at most ${this.context.options.maxChannelsPerConnection} rooms per connection`);
-        }
+        this.#checkRoomLimit(room);
         if (frame.client !== undefined && this.context.presence) {
           const info = frame.info === undefined ? null : JSON.stringify(frame.info);
           this.setIdentity(identityFor(this.#principal, checkClientId(frame.client), info, this.context.options.presence?.anonymousInfo === true));
         }
+        // After the frame's own checks, so a bad frame never costs a call to the app's subscribe hook.
+        const checking = this.#access.checkSubscribe(this.#principal, room, this.#facts(room));
+        const join = (): Promise<MessageId> => {
+          // Joins that waited on the hook together must not pass the limit together.
+          if (checking) this.#checkRoomLimit(room);
+          return this.subscribe(room, typeof since === "string" ? since : null);
+        };
         // A room without presence is still joined; the presence part alone is refused, after `joined`.
         const presence = frame.presence === true;
-        this.subscribe(room, typeof since === "string" ? since : null).then(
+        // The app's subscribe hook answers in its own time; other frames go on meanwhile.
+        (checking ? checking.then(() => (this.state === "open" ? join() : Promise.reject(new LadderError("unavailable", "closed")))) : join()).then(
           (cursor) => {
             if (!this.subscriptions.has(room)) return;
             this.#send({ type: "joined", room, cursor });
             if (presence) this.watchPresence(room).catch((error: unknown) => this.#sendError(error, ref));
           },
-          (error: unknown) => this.#sendError(error instanceof LadderError ? error : new LadderError("unavailable", "could not join: engine unavailable"), ref),
+          (error: unknown) => {
+            if (this.state === "open") this.#sendError(error instanceof LadderError ? error : new LadderError("unavailable", "could not join: engine unavailable"), ref);
+          },
         );
         return;
       }
@@ -344,10 +365,10 @@ export class WebSocketConnection extends StreamConnection implements Connection 
       }
       case "presence": {
         const room = readRoom(frame);
-        this.#access.check(this.#principal, "subscribe", room);
         const presence = this.context.presence;
         if (!presence || !presenceEnabled(this.context.options, room)) throw new LadderError("not_found", `presence is not enabled for room ${room}`);
-        presence.list(room, this.context.options.presence!.maxMembers).then(
+        const checking = this.#access.checkSubscribe(this.#principal, room, this.#facts(room));
+        (checking ?? Promise.resolve()).then(() => presence.list(room, this.context.options.presence!.maxMembers)).then(
           ({ members, count }) => this.#send(ref === undefined ? { type: "presence", room, members, count } : { type: "presence", room, members, count, ref }),
           (error: unknown) => this.#sendError(error, ref),
         );
