@@ -166,7 +166,7 @@ for (const kind of kinds) {
     test("a lost announcement heals at the next resync", async (t) => {
       if (!(await kind.available())) return t.skip(`${kind.name} not reachable`);
       const a = await node();
-      const b = await node({ resyncMs: 400 });
+      const b = await node({ resyncMs: 900 });
       const ch = channel();
       const events: string[] = [];
       const watch = await b.presence.watch(ch, record(events));

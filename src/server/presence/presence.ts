@@ -87,6 +87,8 @@ export class Presence {
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #unsubscribe: Array<() => void> = [];
   readonly #started: Promise<void>;
+  /** When this node first heard the bus: until a heartbeat period has passed, it may not know every node yet. */
+  #listeningSince = Number.POSITIVE_INFINITY;
   #closed = false;
 
   constructor(options: PresenceOptions) {
@@ -112,6 +114,7 @@ export class Presence {
     const handle = (payload: string): void => this.#onWire(payload);
     this.#unsubscribe.push(await bus.subscribe("nodes", handle), await bus.subscribe("list", handle), await bus.subscribe(`reply.${this.node}`, handle));
     this.#bus = bus;
+    this.#listeningSince = Date.now();
     for (const [topic, payload] of this.#queued ?? []) bus.publish(topic, payload);
     this.#queued = null;
     if (this.#closed) return this.#stopSubscriptions();
@@ -235,6 +238,8 @@ export class Presence {
       return;
     }
     if (typeof wire.node !== "string") return;
+    // A node heard of for the first time learns of this one at once, rather than at its next heartbeat.
+    if (wire.op !== "bye" && !this.#nodes.has(wire.node) && wire.node !== this.node) this.#send("nodes", { op: "alive", node: this.node });
     if (wire.op !== "bye") this.#nodes.set(wire.node, Date.now());
     switch (wire.op) {
       case "list":
@@ -244,7 +249,8 @@ export class Presence {
         const gather = this.#gathers.get(wire.req);
         if (!gather) return;
         gather.replies.set(wire.node, wire);
-        if (gather.replies.size >= this.#nodes.size) gather.done();
+        // Every known node answered; a node that only just started waits out the gather, as it may not know them all.
+        if (gather.replies.size >= this.#nodes.size && Date.now() - this.#listeningSince > 2 * this.#heartbeatMs) gather.done();
         return;
       }
       case "bye":
