@@ -40,14 +40,26 @@ export interface EngineStats {
 
 export type MessageListener = (message: Message) => void;
 
+/**
+ * How long a publish's idempotency key is remembered: a retry with the same key within this window gets
+ * the original message's id back (`duplicate: true`) instead of a second copy. NATS JetStream's
+ * `duplicate_window` is at most this long too (and at most the stream's `max_age`).
+ */
+export const DEDUPE_WINDOW_MS = 120_000;
+
+/** What a publish returns: the message, and whether its key named one already in the log. */
+export type Published = Message & { readonly duplicate?: true };
+
 export interface Engine {
   readonly name: string;
   /**
    * Appends to the channel's history and fans the message out to every subscribed node. `encodedBytes`
    * is the data's JSON length in bytes when the caller has measured it (the hub has), so an engine that
-   * counts bytes need not encode the data again.
+   * counts bytes need not encode the data again. With a `key`, a second publish with the same key to the
+   * same channel within {@link DEDUPE_WINDOW_MS} appends nothing and returns the first one's id and time
+   * with `duplicate: true`.
    */
-  publish(channel: string, data: unknown, encodedBytes?: number): Promise<Message>;
+  publish(channel: string, data: unknown, encodedBytes?: number, key?: string): Promise<Published>;
   /**
    * Reads history after `since` (`"0"` for the start of what is retained), or, with `since` null,
    * only the current cursor (no messages).

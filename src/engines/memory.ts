@@ -12,7 +12,8 @@
  * the front of its table, and each eviction's walk from the front would pass them all until a rehash.)
  */
 import { compareIds, formatId, LadderError, maxId, START_CURSOR, type Gap, type Message, type MessageId } from "../protocol/index.js";
-import type { Engine, EngineStats, HistoryLimits, MessageListener, ReadResult } from "./engine.js";
+import { DedupeWindow, DEFAULT_DEDUPE_KEYS } from "./dedupe.js";
+import type { Engine, EngineStats, HistoryLimits, MessageListener, Published, ReadResult } from "./engine.js";
 
 /** How many of the newest messages a read looks through by id text before searching. */
 const RECENT_SCAN = 16;
@@ -89,6 +90,8 @@ export interface MemoryEngineOptions extends HistoryLimits, MemoryBudget {
   readonly now?: () => number;
   /** Interval of the age sweep, ms (default 60 s); 0 turns it off (tests call {@link MemoryEngine.sweep}). */
   readonly sweepIntervalMs?: number;
+  /** Idempotency keys remembered at once (oldest forgotten first; default 10 000). */
+  readonly dedupeKeys?: number;
 }
 
 export class MemoryEngine implements Engine {
@@ -111,8 +114,10 @@ export class MemoryEngine implements Engine {
   #last: { major: number; minor: number };
   readonly #sweeper: NodeJS.Timeout | null;
   #closed = false;
+  readonly #dedupe: DedupeWindow;
 
   constructor(options: MemoryEngineOptions) {
+    this.#dedupe = new DedupeWindow(options.dedupeKeys ?? DEFAULT_DEDUPE_KEYS);
     this.#limits = { maxCount: options.maxCount, maxAgeMs: options.maxAgeMs };
     this.#maxBytes = budget("maxLogBytes", options.maxLogBytes, DEFAULT_MAX_LOG_BYTES);
     this.#maxChannels = budget("maxChannels", options.maxChannels, DEFAULT_MAX_CHANNELS);
@@ -131,7 +136,9 @@ export class MemoryEngine implements Engine {
   }
 
   /** `encodedBytes`: the data's JSON length when the caller measured it already (the hub does), else measured here. */
-  async publish(channel: string, data: unknown, encodedBytes?: number): Promise<Message> {
+  async publish(channel: string, data: unknown, encodedBytes?: number, key?: string): Promise<Published> {
+    const seen = key === undefined ? undefined : this.#dedupe.get(channel, key, this.#now());
+    if (seen) return { ...seen, channel, data, duplicate: true };
     const size = (encodedBytes ?? Buffer.byteLength(JSON.stringify(data) ?? "")) + MESSAGE_OVERHEAD_BYTES;
     if (size > this.#maxBytes) throw new LadderError("payload_too_large", `a message of ${size} bytes does not fit the log's budget of ${this.#maxBytes} bytes`);
     const time = this.#now();
@@ -151,6 +158,7 @@ export class MemoryEngine implements Engine {
     log.lastId = id;
     this.#trim(log, time);
     if (this.#bytes > this.#maxBytes || this.#channels.size > this.#maxChannels) this.#evict(log);
+    if (key !== undefined) this.#dedupe.set(channel, key, { id, time }, time);
     if (log.listeners) for (const listener of log.listeners) listener(message);
     return message;
   }
@@ -220,6 +228,7 @@ export class MemoryEngine implements Engine {
       log.list = null;
     }
     this.#channels.clear();
+    this.#dedupe.clear();
     this.#idle.oldest = this.#idle.newest = this.#live.oldest = this.#live.newest = null;
     this.#bytes = 0;
   }

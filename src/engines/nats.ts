@@ -22,7 +22,7 @@ import type { Logger } from "pino";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { JetStreamClient, JetStreamManager, StreamConfig, StreamInfo } from "@nats-io/jetstream";
 import { formatId, LadderError, parseId, START_CURSOR, type Gap, type Message, type MessageId } from "../protocol/index.js";
-import type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engine.js";
+import { DEDUPE_WINDOW_MS, type Engine, type HistoryLimits, type MessageListener, type Published, type ReadResult } from "./engine.js";
 import { LiveFeeds } from "./live-feeds.js";
 import { StartGate } from "./start-gate.js";
 
@@ -162,12 +162,14 @@ export class NatsEngine implements Engine {
     await this.#whenStarted(timeoutMs);
   }
 
-  async publish(channel: string, data: unknown): Promise<Message> {
+  async publish(channel: string, data: unknown, _encodedBytes?: number, key?: string): Promise<Published> {
     const nats = this.#readyNats();
     const time = this.#now();
     const payload = JSON.stringify(data);
-    const seq = await this.#failFast(() => this.#serialized(channel, () => this.#append(nats, channel, payload, time)));
-    return { id: formatId(this.#epoch, seq), channel, data, time };
+    const { seq, duplicate } = await this.#failFast(() => this.#serialized(channel, () => this.#append(nats, channel, payload, time, key)));
+    const message = { id: formatId(this.#epoch, seq), channel, data, time };
+    // JetStream's ack of a duplicate names the first copy's sequence (its time is not read back: this one's is given).
+    return duplicate ? { ...message, duplicate: true } : message;
   }
 
   async read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult> {
@@ -356,7 +358,7 @@ export class NatsEngine implements Engine {
     const maxAge = this.#options.maxAgeMs * NANOS_PER_MS;
     const maxBytes = this.#options.maxBytes ?? this.#url.maxBytes ?? -1;
     // JetStream refuses a duplicate window longer than max_age.
-    return { max_msgs_per_subject: this.#options.maxCount, max_age: maxAge, max_bytes: maxBytes, duplicate_window: Math.min(maxAge, 120_000 * NANOS_PER_MS) };
+    return { max_msgs_per_subject: this.#options.maxCount, max_age: maxAge, max_bytes: maxBytes, duplicate_window: Math.min(maxAge, DEDUPE_WINDOW_MS * NANOS_PER_MS) };
   }
 
   /** Reads the epoch from the stream's subject; a new epoch means the stream was recreated. */
@@ -388,7 +390,7 @@ export class NatsEngine implements Engine {
    * Appends with the channel's previous sequence as both an expectation and a header, so each stored
    * message names its predecessor. Retries when another node got there first or the epoch moved.
    */
-  async #append(nats: Nats, channel: string, payload: string, time: number): Promise<number> {
+  async #append(nats: Nats, channel: string, payload: string, time: number, key: string | undefined): Promise<{ seq: number; duplicate: boolean }> {
     let refreshed = false;
     for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
       // Queued behind other publishes of the channel: the broker may have gone away meanwhile.
@@ -399,9 +401,12 @@ export class NatsEngine implements Engine {
         const h = nats.headers();
         h.set(PREV_HEADER, String(prev > 0 ? prev : await this.#emptySubjectBound(nats)));
         h.set(TIME_HEADER, String(time));
-        const ack = await nats.js.publish(subject, payload, { headers: h, expect: { lastSubjectSequence: prev }, timeout: this.#timeoutMs });
+        // The idempotency key is JetStream's own dedupe id (the stream's duplicate_window), per channel.
+        const msgID = key === undefined ? undefined : `${key}:${channel}`;
+        const ack = await nats.js.publish(subject, payload, { headers: h, msgID, expect: { lastSubjectSequence: prev }, timeout: this.#timeoutMs });
+        if (ack.duplicate) return { seq: ack.seq, duplicate: true };
         this.#remember(subject, ack.seq);
-        return ack.seq;
+        return { seq: ack.seq, duplicate: false };
       } catch (error) {
         if (isWrongLastSequence(error)) {
           // Another node published to the channel meanwhile; the refusal usually says what is last now.

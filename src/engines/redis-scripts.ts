@@ -88,11 +88,21 @@ end
 `;
 
 /**
- * KEYS[1] stream; ARGV: live shard channel, maxCount, maxAgeMs, ttlMs, now ('' = broker clock), data JSON.
+ * KEYS[1] stream, KEYS[2] (optional) the publish's idempotency key; ARGV: live shard channel, maxCount,
+ * maxAgeMs, ttlMs, now ('' = broker clock), data JSON, dedupe window ms.
  * Appends, trims, refreshes the key's expiry and announces `<id> <prev> <time> <data>` on the shard
- * channel, in one round trip. Returns {id, time}.
+ * channel, in one round trip. Returns {id, time}. With KEYS[2] already set (a retry within the window)
+ * it appends nothing and returns {id, time, 1} of the first publish; otherwise it sets KEYS[2] to
+ * `<id> <time>` with the window as its expiry, in the same atomic step as the append.
  */
 export const PUBLISH_SCRIPT = script(String.raw`${HELPERS}
+if #KEYS > 1 then
+  local seen = redis.call('GET', KEYS[2])
+  if seen then
+    local sid, st = string.match(seen, '^(%S+) (%d+)$')
+    return {sid, st, 1}
+  end
+end
 local key = KEYS[1]
 local maxCount, maxAge, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = clock(ARGV[5])
@@ -113,6 +123,7 @@ end
 trim(key, maxCount, now - maxAge)
 redis.call('PEXPIRE', key, ttl)
 redis.call('SPUBLISH', ARGV[1], id .. ' ' .. prev .. ' ' .. fmt(now) .. ' ' .. ARGV[6])
+if #KEYS > 1 then redis.call('SET', KEYS[2], id .. ' ' .. fmt(now), 'PX', ARGV[7]) end
 return {id, fmt(now)}
 `);
 

@@ -12,7 +12,7 @@
  */
 import type { Logger } from "pino";
 import { LadderError, type Message, type MessageId } from "../protocol/index.js";
-import type { Engine, HistoryLimits, MessageListener, ReadResult } from "./engine.js";
+import { DEDUPE_WINDOW_MS, type Engine, type HistoryLimits, type MessageListener, type Published, type ReadResult } from "./engine.js";
 import { LiveFeeds } from "./live-feeds.js";
 import { StartGate } from "./start-gate.js";
 import { PUBLISH_SCRIPT, READ_SCRIPT, type RedisScript } from "./redis-scripts.js";
@@ -135,17 +135,20 @@ export class RedisEngine implements Engine {
     await this.#connected(timeoutMs);
   }
 
-  async publish(channel: string, data: unknown): Promise<Message> {
+  async publish(channel: string, data: unknown, _encodedBytes?: number, key?: string): Promise<Published> {
     const backend = this.#readyBackend();
-    const args = [this.#liveChannel(channel), String(this.#options.maxCount), String(this.#options.maxAgeMs), String(this.#ttlMs), this.#nowArg(), JSON.stringify(data)];
-    const reply = (await this.#run(backend, PUBLISH_SCRIPT, this.#logKey(channel), args)) as [string, string];
-    return { id: reply[0], channel, data, time: Number(reply[1]) };
+    const args = [this.#liveChannel(channel), String(this.#options.maxCount), String(this.#options.maxAgeMs), String(this.#ttlMs), this.#nowArg(), JSON.stringify(data), String(DEDUPE_WINDOW_MS)];
+    // The idempotency key shares the channel's hash tag, so the script touches one slot on a cluster too.
+    const keys: [string, ...string[]] = key === undefined ? [this.#logKey(channel)] : [this.#logKey(channel), `${this.#prefix}{${channel}}:key:${key}`];
+    const reply = (await this.#run(backend, PUBLISH_SCRIPT, keys, args)) as [string, string, number?];
+    const message = { id: reply[0], channel, data, time: Number(reply[1]) };
+    return reply[2] === 1 ? { ...message, duplicate: true } : message;
   }
 
   async read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult> {
     const backend = await this.#connected();
     const args = [since ?? "", String(Math.max(0, limit)), String(this.#options.maxCount), String(this.#options.maxAgeMs), String(this.#ttlMs), this.#nowArg()];
-    const reply = (await this.#run(backend, READ_SCRIPT, this.#logKey(channel), args)) as string[];
+    const reply = (await this.#run(backend, READ_SCRIPT, [this.#logKey(channel)], args)) as string[];
     const [reason, resume, cursor] = reply as [string, string, string];
     const messages: Message[] = [];
     for (let i = 3; i + 2 < reply.length; i += 3) {
@@ -196,13 +199,14 @@ export class RedisEngine implements Engine {
   }
 
   /** Runs a script by its hash, loading it on a NOSCRIPT answer (a restarted or new node). */
-  async #run(backend: Backend, script: RedisScript, key: string, args: string[]): Promise<unknown> {
+  async #run(backend: Backend, script: RedisScript, keys: readonly [string, ...string[]], args: string[]): Promise<unknown> {
+    const [key] = keys;
     try {
       try {
-        return await backend.send(key, ["EVALSHA", script.sha, "1", key, ...args]);
+        return await backend.send(key, ["EVALSHA", script.sha, String(keys.length), ...keys, ...args]);
       } catch (error) {
         if (!String((error as Error).message).startsWith("NOSCRIPT")) throw error;
-        return await backend.send(key, ["EVAL", script.source, "1", key, ...args]);
+        return await backend.send(key, ["EVAL", script.source, String(keys.length), ...keys, ...args]);
       }
     } catch (error) {
       throw new LadderError("unavailable", `redis: ${(error as Error).message}`);

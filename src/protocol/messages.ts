@@ -1,6 +1,6 @@
 /** Message shapes on the wire. Pure types and constructors: safe for the browser. */
 import type { Member } from "./presence.js";
-import type { ErrorCode } from "./errors.js";
+import { LadderError, type ErrorCode } from "./errors.js";
 import type { MessageId } from "./ids.js";
 
 /** A published message as every transport delivers it. `time` is milliseconds since the epoch. */
@@ -49,7 +49,8 @@ export interface Gap {
 export type ClientFrame =
   | { readonly type: "join"; readonly room: string; readonly since?: MessageId }
   | { readonly type: "leave"; readonly room: string }
-  | { readonly type: "publish"; readonly room: string; readonly data: unknown; readonly ref?: string | number }
+  /** `key`: the publish's idempotency key; a retry with the same key is acked with the first id and `duplicate: true`. */
+  | { readonly type: "publish"; readonly room: string; readonly data: unknown; readonly ref?: string | number; readonly key?: string }
   /** A batch: each message is acknowledged (or refused) on its own, in one `ack` frame with `results`. */
   | { readonly type: "publish"; readonly room?: string; readonly messages: readonly { readonly room?: string; readonly data: unknown }[]; readonly ref?: string | number }
   | { readonly type: "ping"; readonly ref?: string | number }
@@ -68,7 +69,7 @@ export type ServerFrame =
   | { readonly type: "message"; readonly room: string; readonly data: unknown; readonly backfilled: true }
   | { readonly type: "joined"; readonly room: string; readonly cursor: MessageId }
   | { readonly type: "left"; readonly room: string }
-  | { readonly type: "ack"; readonly ref?: string | number; readonly id: MessageId; readonly room: string }
+  | { readonly type: "ack"; readonly ref?: string | number; readonly id: MessageId; readonly room: string; readonly duplicate?: true }
   | { readonly type: "ack"; readonly ref?: string | number; readonly results: readonly BatchResult[] }
   | { readonly type: "pong"; readonly ref?: string | number; readonly time: number }
   /** The token was accepted; `expiresAt` (ms since the epoch) is when the connection closes 4001 unless refreshed again. */
@@ -99,3 +100,13 @@ export const BACKFILL_EVENT = "backfill";
 export const READY_EVENT = "ready";
 /** `since=now` on a poll: no history, just the channel's cursor (a long-poll then waits for the next message). */
 export const NOW_CURSOR = "now";
+
+/**
+ * A publish's idempotency key (HTTP body `key`, WebSocket publish frame `key`): 1–64 characters from
+ * A-Z a-z 0-9 _ -. Absent is fine; anything else is refused with `code`.
+ */
+export function checkPublishKey(value: unknown, code: "bad_request" | "bad_frame"): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === "string" && /^[A-Za-z0-9_-]{1,64}$/.test(value)) return value;
+  throw new LadderError(code, "key must be 1–64 characters from A-Z a-z 0-9 _ -");
+}

@@ -9,8 +9,8 @@ import type { IncomingMessage, Server as HttpServer } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
-import { DEFAULT_CHANNEL, LadderError, TRANSPORTS, type Message } from "../protocol/index.js";
-import type { Engine } from "../engines/engine.js";
+import { checkPublishKey, DEFAULT_CHANNEL, LadderError, TRANSPORTS } from "../protocol/index.js";
+import type { Engine, Published } from "../engines/engine.js";
 import { createEngine } from "../engines/create.js";
 import { Access, NO_SLOT } from "./auth/access.js";
 import { applyCors, upgradeOriginRefusal } from "./auth/origins.js";
@@ -211,7 +211,7 @@ export class Hub {
    * What a WebSocket's publish frames call: one function for every socket. A closure made in the upgrade
    * handler would keep that handler's scope alive per socket (the upgrade request, its headers and URL).
    */
-  readonly #publishFrame = (channel: string, data: unknown): Promise<Message> => this.#publishNow(channel, data);
+  readonly #publishFrame = (channel: string, data: unknown, key?: string): Promise<Published> => this.#publishNow(channel, data, key);
 
   /** Mounts the hub on a server: its requests and upgrades; other upgrades are refused. */
   attach(server: HttpServer): this {
@@ -222,13 +222,16 @@ export class Hub {
     return this;
   }
 
-  /** Publishes from server code. Rejects with a {@link LadderError} for a bad channel or oversized data. */
-  async publish(channel: string, data: unknown): Promise<Message> {
-    return this.#publishNow(channel, data);
+  /**
+   * Publishes from server code. Rejects with a {@link LadderError} for a bad channel or oversized data.
+   * With an idempotency `key`, a repeat within the engine's window returns the first id, `duplicate: true`.
+   */
+  async publish(channel: string, data: unknown, key?: string): Promise<Published> {
+    return this.#publishNow(channel, data, key);
   }
 
   /** {@link publish} for the transports: refusals throw at once rather than reject a turn later. */
-  #publishNow(channel: unknown, data: unknown): Promise<Message> {
+  #publishNow(channel: unknown, data: unknown, key?: string): Promise<Published> {
     if (this.#closed) throw new LadderError("unavailable", "hub is closed");
     const name = checkChannel(channel);
     if (data === undefined) throw new LadderError("bad_request", "data is required");
@@ -237,9 +240,9 @@ export class Hub {
     const size = Buffer.byteLength(JSON.stringify(data));
     if (size > max) throw new LadderError("payload_too_large", `data is larger than ${max} bytes`);
     if (!this.engine.ready()) throw new LadderError("unavailable", `engine ${this.engine.name} is not ready`);
-    const published = this.engine.publish(name, data, size);
+    const published = this.engine.publish(name, data, size, checkPublishKey(key, "bad_request"));
     const metrics = this.metrics;
-    if (metrics) published.then(() => metrics.published(), () => undefined);
+    if (metrics) published.then((message) => message.duplicate || metrics.published(), () => undefined);
     return published;
   }
 
@@ -450,8 +453,12 @@ export class Hub {
     if (body.length > max) throw tooLarge();
     if (fields !== parsed) throw new LadderError("bad_request", 'body must be an object {"channel"?, "data"} or {"messages": [...]}');
     if (!("data" in fields)) throw new LadderError("bad_request", 'body needs a "data" field');
-    this.#publishFrom(req, principal, fields.channel ?? DEFAULT_CHANNEL, fields.data).then(
-      (message) => sendJsonText(res, 201, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}"}`),
+    const key = checkPublishKey(fields.key, "bad_request");
+    this.#publishFrom(req, principal, fields.channel ?? DEFAULT_CHANNEL, fields.data, key).then(
+      (message) =>
+        message.duplicate
+          ? sendJsonText(res, 200, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}","duplicate":true}`)
+          : sendJsonText(res, 201, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}"}`),
       (error: unknown) => this.#fail(res, error),
     );
   }
@@ -472,7 +479,7 @@ export class Hub {
   }
 
   /** One publish over HTTP: the channel, the caller's right to it and its rate, then the engine. */
-  #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown): Promise<Message> {
+  #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown, key?: string): Promise<Published> {
     const name = checkChannel(channel);
     const access = this.#access;
     if (access.enabled) {
@@ -480,9 +487,9 @@ export class Hub {
       if (refusal) throw refusal;
     }
     if (access.limitsPublishes) access.takePublish(principal, this.clientIp(req));
-    if (!access.enabled) return this.#publishNow(name, data);
+    if (!access.enabled) return this.#publishNow(name, data, key);
     // Under a `hook` rule the app decides, and may replace the data, before the hub publishes.
-    return access.checkPublish(principal, name, data, this.#facts(req, "http", [name])).then((checked) => this.#publishNow(name, checked));
+    return access.checkPublish(principal, name, data, this.#facts(req, "http", [name])).then((checked) => this.#publishNow(name, checked, key));
   }
 
   async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {

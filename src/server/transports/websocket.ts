@@ -8,15 +8,16 @@
 import type { Duplex } from "node:stream";
 import * as wsLibrary from "ws";
 import type { WebSocket } from "ws";
+import type { Published } from "../../engines/engine.js";
 import {
   isId,
   LadderError,
   type Gap,
   type PresenceEvent,
   type PresenceList,
-  type Message,
   type MessageId,
   type ServerFrame,
+  checkPublishKey,
 } from "../../protocol/index.js";
 import { presenceEnabled } from "../options.js";
 import { checkClientId, identityFor, type Identity } from "../presence/member.js";
@@ -58,7 +59,7 @@ const CLOSE_GRACE_MS = 5000;
 export const CLOSE_TOKEN_EXPIRED = 4001;
 
 /** Publishes through the hub (which bounds the data); refusals may throw at once. */
-export type Publisher = (channel: string, data: unknown) => Promise<Message>;
+export type Publisher = (channel: string, data: unknown, key?: string) => Promise<Published>;
 
 type Ref = string | number | undefined;
 
@@ -285,13 +286,13 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   /** One publish: the caller's right to the room and its rate, then the hub (which bounds the data). */
-  #publishOne(room: string, data: unknown): Promise<Message> {
+  #publishOne(room: string, data: unknown, key?: string): Promise<Published> {
     const refusal = this.#access.refusal(this.#principal, "publish", room);
     if (refusal) throw refusal;
     this.#access.takePublish(this.#principal, this.#ip);
     // The hub's own refusals (too large, engine down) answer this publish; they do not count as bad frames.
     // Under a `hook` rule the app decides, and may replace the data, before the hub publishes.
-    return this.#access.checkPublish(this.#principal, room, data, this.#facts(room)).then((checked) => this.#publish(room, checked));
+    return this.#access.checkPublish(this.#principal, room, data, this.#facts(room)).then((checked) => this.#publish(room, checked, key));
   }
 
   /**
@@ -357,8 +358,9 @@ export class WebSocketConnection extends StreamConnection implements Connection 
         if (!("data" in frame) && "messages" in frame) return this.#publishBatch(frame, ref);
         const room = readRoom(frame);
         if (!("data" in frame)) throw new LadderError("bad_frame", "publish needs data");
-        this.#publishOne(room, frame.data).then(
-          ({ id }) => this.#sendRaw(`{"type":"ack",${ref === undefined ? "" : `"ref":${JSON.stringify(ref)},`}"id":${JSON.stringify(id)},"room":"${room}"}`),
+        const key = checkPublishKey(frame.key, "bad_frame");
+        this.#publishOne(room, frame.data, key).then(
+          ({ id, duplicate }) => this.#sendRaw(`{"type":"ack",${ref === undefined ? "" : `"ref":${JSON.stringify(ref)},`}"id":${JSON.stringify(id)},"room":"${room}"${duplicate ? ',"duplicate":true' : ""}}`),
           (error: unknown) => this.#sendError(error, ref),
         );
         return;
