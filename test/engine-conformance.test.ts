@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { compareIds, type Message } from "../src/protocol/index.js";
-import type { Engine } from "../src/engines/engine.js";
+import { DEDUPE_WINDOW_MS, type Engine } from "../src/engines/engine.js";
 import { MemoryEngine } from "../src/engines/memory.js";
 import { MessageChannel } from "node:worker_threads";
 import { IpcEngine } from "../src/engines/ipc/engine.js";
@@ -246,8 +246,54 @@ for (const factory of factories) {
       assert.deepEqual(got, [0, 1, 2, 3, 4]);
       await engine.close();
     });
+
+    test("a publish repeated with its idempotency key is stored once and answered with the first id", async () => {
+      const engine = await factory.create({ maxCount: 100, maxAgeMs: 600_000 });
+      const ch = fresh();
+      const other = fresh();
+      const key = `k${process.pid}x${channelSeq}`;
+      const live: unknown[] = [];
+      const unsubscribe = await engine.subscribe(ch, (m) => live.push(m.data));
+      const first = await engine.publish(ch, "once", undefined, key);
+      assert.equal(first.duplicate, undefined);
+      // Another publisher's message in between (the retry comes after a reconnect).
+      const between = await engine.publish(ch, "between");
+      const again = await engine.publish(ch, "once", undefined, key);
+      assert.equal(again.id, first.id);
+      assert.equal(again.duplicate, true);
+      // The same key on another channel is another publish.
+      const elsewhere = await engine.publish(other, "once", undefined, key);
+      assert.equal(elsewhere.duplicate, undefined);
+      const after = await engine.publish(ch, "after", undefined, `${key}b`);
+      assert.ok(compareIds(after.id, between.id) > 0);
+      assert.deepEqual((await engine.read(ch, "0", 100)).messages.map((m) => m.data), ["once", "between", "after"]);
+      assert.deepEqual((await engine.read(other, "0", 100)).messages.map((m) => m.data), ["once"]);
+      const deadline = Date.now() + 2000;
+      while (live.length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(live, ["once", "between", "after"]);
+      unsubscribe();
+      await engine.close();
+    });
   });
 }
+
+test("memory engine forgets an idempotency key after the window, and keeps at most dedupeKeys", async () => {
+  let now = 1_000_000;
+  const engine = new MemoryEngine({ maxCount: 100, maxAgeMs: 10 * DEDUPE_WINDOW_MS, now: () => now, dedupeKeys: 2 });
+  const first = await engine.publish("w", 1, undefined, "a");
+  now += DEDUPE_WINDOW_MS - 1;
+  assert.equal((await engine.publish("w", 1, undefined, "a")).id, first.id);
+  now += 1;
+  assert.equal((await engine.publish("w", 1, undefined, "a")).duplicate, undefined);
+  await engine.publish("w", 2, undefined, "b");
+  await engine.publish("w", 3, undefined, "c");
+  // Three keys for a capacity of two: the oldest ("a", re-published above) is forgotten.
+  assert.equal((await engine.publish("w", 1, undefined, "a")).duplicate, undefined);
+  assert.equal((await engine.publish("w", 3, undefined, "c")).duplicate, true);
+  assert.equal((await engine.read("w", "0", 100)).messages.length, 5);
+  await engine.close();
+});
 
 test("memory engine forgets idle channels but still answers their old cursors with a gap", async () => {
   let now = 1_000_000;
