@@ -8,6 +8,7 @@
 import { compareIds, errorFromWire, LadderError, type BatchResult, type Gap, type Member, type Message, type MessageId, type PresenceEvent, type PresenceList } from "../protocol/index.js";
 import { backoffDelay } from "./backoff.js";
 import { Emitter } from "./emitter.js";
+import { Outbox, type Outgoing, type PublishResult } from "./outbox.js";
 import { resolveClientOptions, type ClientOptions, type ClientState, type ResolvedClientOptions, type TransportName } from "./options.js";
 import { HttpPollRung } from "./rungs/http-poll.js";
 import { reachable, TimerSlot, type Rung, type RungHost } from "./rungs/rung.js";
@@ -48,7 +49,7 @@ export interface SubscribeOptions {
 
 interface ChannelState {
   cursor: MessageId | null;
-  readonly subscriptions: Set<Subscription>;
+  readonly subscriptions: Set<Subscription<never>>;
   presence: boolean;
   /** Member key → member, oldest first by insertion. */
   members: Map<string, Member>;
@@ -56,7 +57,14 @@ interface ChannelState {
 
 const keyOf = (m: Member): string => `${m.user ?? ""}/${m.client}`;
 
-export class LadderClient extends Emitter<ClientEvents> {
+/** A channel map: channel name → the type of its messages' data. */
+export type ChannelMap = Record<string, unknown>;
+/** Channels a map names (none for the default, open map). */
+type Named<M> = string extends keyof M ? never : keyof M & string;
+/** The data type of channel `C`: the map's when it names `C`, else `T`. */
+export type DataOf<M, C extends string, T> = C extends Named<M> ? M[C] : T;
+
+export class LadderClient<M extends ChannelMap = ChannelMap> extends Emitter<ClientEvents> {
   readonly options: ResolvedClientOptions;
   #state: ClientState = "disconnected";
   readonly #channels = new Map<string, ChannelState>();
@@ -76,6 +84,7 @@ export class LadderClient extends Emitter<ClientEvents> {
   readonly #unlisten: Array<() => void> = [];
   /** What rungs see of the client: kept off the public API. */
   readonly #host: RungHost;
+  readonly #outbox: Outbox;
 
   constructor(options: ClientOptions = {}) {
     super();
@@ -92,6 +101,12 @@ export class LadderClient extends Emitter<ClientEvents> {
       members: (rung, channel, members) => this.#current(rung) && this.#setMembers(channel, members),
       membership: (rung, event) => this.#current(rung) && this.#membership(event),
     };
+    this.#outbox = new Outbox({
+      queue: this.options.publishQueue,
+      send: (entry) => this.#send(entry),
+      pipelined: () => this.#rung?.publish !== undefined,
+      retryDelay: (attempt) => backoffDelay(attempt, this.options.backoff, this.options.random),
+    });
     this.#listenToEnvironment();
   }
 
@@ -109,9 +124,13 @@ export class LadderClient extends Emitter<ClientEvents> {
     return [...this.#failed];
   }
 
-  subscribe(channel: string, options: SubscribeOptions = {}): Subscription {
+  /**
+   * The channel's messages as `Subscription<T>`: `T` is the channel map's type for a channel it names
+   * (`createClient<{ prices: Price }>()`), else the type argument (`subscribe<Price>("prices")`), else unknown.
+   */
+  subscribe<T = unknown, C extends string = string>(channel: C, options: SubscribeOptions = {}): Subscription<DataOf<M, C, T>> {
     if (this.#state === "closed") throw new Error("client is closed");
-    const subscription = new Subscription(
+    const subscription = new Subscription<DataOf<M, C, T>>(
       channel,
       (s) => this.#leave(s),
       () => [...(this.#channels.get(channel)?.members.values() ?? [])],
@@ -136,39 +155,44 @@ export class LadderClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * Publishes over the WebSocket when that is the rung in use, over HTTP otherwise. Rejects with a
-   * {@link LadderError}: the hub's `code` and `message` (and over HTTP, `retryAfter` from a 429 or 503).
+   * Publishes over the WebSocket when that is the rung in use, over HTTP otherwise, and resolves with the
+   * hub's id once the hub has it. While disconnected the publish waits in a bounded queue (`publishQueue`)
+   * and goes out in order on the next rung; one whose outcome a dropped connection left unknown is sent
+   * again with the same idempotency key, so the hub's log holds it once. Rejects with a {@link LadderError}:
+   * the hub's refusal (`code`, `message`, over HTTP `retryAfter` from a 429 or 503), or `queue_full`.
    */
-  async publish(channel: string, data: unknown): Promise<{ id: MessageId; channel: string }> {
-    const rung = this.#rung;
-    if (rung?.publish && this.#state === "connected") {
-      const { id } = await rung.publish(channel, data);
-      return { id, channel };
-    }
-    const body = await this.#post<{ id: MessageId; channel: string }>({ channel, data });
-    return { id: body.id, channel: body.channel };
+  publish<T = unknown, C extends string = string>(channel: C, data: DataOf<M, C, T>): Promise<PublishResult> {
+    return this.#outbox.push(channel, data);
   }
 
   /**
    * Publishes many messages in one HTTP request. Resolves with one result per message, in order: its id,
    * or its own error (the others are published all the same); rejects only when the whole batch is refused.
+   * (Not queued or retried: a batch is for a backend that has the hub in reach.)
    */
   async publishBatch(messages: readonly { readonly channel?: string; readonly data: unknown }[]): Promise<BatchResult[]> {
     return (await this.#post<{ results: BatchResult[] }>({ messages })).results;
   }
 
-  async #post<T>(payload: unknown): Promise<T> {
+  #send({ channel, data, key }: Outgoing): Promise<{ id: MessageId; duplicate?: true }> | null {
+    const rung = this.#state === "connected" ? this.#rung : null;
+    if (rung?.publish) return rung.publish(channel, data, key);
+    // A client that subscribes to nothing has no connection to wait for: it publishes over HTTP.
+    return rung || this.#channels.size === 0 ? this.#post({ channel, data, key }) : null;
+  }
+
+  async #post<T = { id: MessageId; duplicate?: true }>(payload: unknown): Promise<T> {
     const res = await this.options.fetch(new URL(this.options.paths.messages, this.options.base), {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(payload),
+      signal: AbortSignal.timeout(this.options.publishTimeoutMs),
     });
     const body = (await res.json().catch(() => null)) as (T & { error?: { code?: unknown; message?: unknown } }) | null;
     if (res.ok && body) return body;
     const wait = Number(res.headers.get("retry-after") ?? NaN);
-    const retryAfter = Number.isFinite(wait) ? wait : undefined;
-    if (body?.error) throw errorFromWire(body.error.code, body.error.message, retryAfter);
-    throw new LadderError(res.status >= 500 || res.ok ? "unavailable" : "bad_request", `publish failed with ${res.status}`, retryAfter);
+    const error = body?.error ?? { code: res.status >= 500 || res.ok ? "unavailable" : "bad_request", message: `publish failed with ${res.status}` };
+    throw errorFromWire(error.code, error.message, Number.isFinite(wait) ? wait : undefined);
   }
 
   /** The last id handed to the user for a channel (save it to resume after a page reload). */
@@ -195,6 +219,7 @@ export class LadderClient extends Emitter<ClientEvents> {
     for (const unlisten of this.#unlisten.splice(0)) unlisten();
     for (const state of this.#channels.values()) for (const s of state.subscriptions) s.unsubscribe();
     this.#channels.clear();
+    this.#outbox.close(new LadderError("unavailable", "client is closed"));
     this.#setState("closed");
     this.removeAllListeners();
   }
@@ -218,6 +243,7 @@ export class LadderClient extends Emitter<ClientEvents> {
     this.#setState("connected");
     this.#scheduleProbe();
     this.#pollMembers();
+    this.#outbox.drain();
   }
 
   #current(rung: Rung): boolean {
@@ -272,7 +298,7 @@ export class LadderClient extends Emitter<ClientEvents> {
   }
 
   #message(rung: Rung, message: Message): void {
-    if (rung !== this.#rung && rung !== this.#probe) return;
+    if (!this.#current(rung)) return;
     const state = this.#channels.get(message.channel);
     if (!state) return;
     if (message.backfilled) {
@@ -287,7 +313,7 @@ export class LadderClient extends Emitter<ClientEvents> {
   }
 
   #gap(rung: Rung, gap: Gap): void {
-    if (rung !== this.#rung && rung !== this.#probe) return;
+    if (!this.#current(rung)) return;
     const state = this.#channels.get(gap.channel);
     if (!state) return;
     if (state.cursor !== null && compareIds(gap.resume, state.cursor) <= 0) return;
@@ -296,7 +322,7 @@ export class LadderClient extends Emitter<ClientEvents> {
   }
 
   #learnCursor(rung: Rung, channel: string, cursor: MessageId): void {
-    if (rung !== this.#rung && rung !== this.#probe) return;
+    if (!this.#current(rung)) return;
     const state = this.#channels.get(channel);
     // Only a subscription that started live learns its cursor from the server; afterwards only delivered
     // messages and gaps move it, so nothing between is skipped.
@@ -421,9 +447,10 @@ export class LadderClient extends Emitter<ClientEvents> {
     this.#setState("connected");
     this.#scheduleProbe();
     this.#pollMembers();
+    this.#outbox.drain();
   }
 
-  #leave(subscription: Subscription): void {
+  #leave(subscription: Subscription<never>): void {
     const state = this.#channels.get(subscription.channel);
     if (!state || !state.subscriptions.delete(subscription) || state.subscriptions.size > 0) return;
     this.#channels.delete(subscription.channel);
@@ -463,6 +490,7 @@ export class LadderClient extends Emitter<ClientEvents> {
   }
 }
 
-export function createClient(options: ClientOptions = {}): LadderClient {
-  return new LadderClient(options);
+/** A client; `M` types every channel it names (`createClient<{ prices: Price; chat: ChatLine }>()`). */
+export function createClient<M extends ChannelMap = ChannelMap>(options: ClientOptions = {}): LadderClient<M> {
+  return new LadderClient<M>(options);
 }

@@ -8,6 +8,19 @@ export const LADDER: readonly TransportName[] = TRANSPORTS;
 
 export type ClientState = "disconnected" | "connecting" | "connected" | "closed";
 
+/** Publishes held while disconnected (and those in flight), sent in order once a rung is up. */
+export interface PublishQueueOptions {
+  /** Publishes held at once (default 100). */
+  readonly maxCount: number;
+  /** Their data's JSON length together, bytes (default 256 KiB). */
+  readonly maxBytes: number;
+  /**
+   * Past a bound: `reject-newest` (default) refuses the new publish; `drop-oldest` drops the oldest not yet
+   * sent, rejecting it. Both with a `LadderError` of code `queue_full`.
+   */
+  readonly overflow: "reject-newest" | "drop-oldest";
+}
+
 /**
  * An event handler slot. Declared with method syntax so its parameter is compared both ways: the browser's
  * handlers take DOM events and `ws`'s take its own event classes, and both carry what the client reads.
@@ -55,6 +68,7 @@ export interface ClientOptions {
   /** How long a long-poll is held by the server (default 25 s). */
   readonly longPollWaitSeconds?: number;
   readonly publishTimeoutMs?: number;
+  readonly publishQueue?: Partial<PublishQueueOptions>;
   /** Injected globals for Node or tests; the browser's are used when absent. */
   readonly WebSocket?: WebSocketConstructor;
   readonly fetch?: typeof fetch;
@@ -82,6 +96,7 @@ export interface ResolvedClientOptions {
   readonly pollIntervalMs: number;
   readonly longPollWaitSeconds: number;
   readonly publishTimeoutMs: number;
+  readonly publishQueue: PublishQueueOptions;
   readonly WebSocket: WebSocketConstructor | undefined;
   readonly fetch: typeof fetch;
   readonly random: () => number;
@@ -144,6 +159,7 @@ export function resolveClientOptions(options: ClientOptions): ResolvedClientOpti
     pollIntervalMs: options.pollIntervalMs ?? 5000,
     longPollWaitSeconds: options.longPollWaitSeconds ?? 25,
     publishTimeoutMs: options.publishTimeoutMs ?? 10_000,
+    publishQueue: { maxCount: 100, maxBytes: 256 * 1024, overflow: "reject-newest", ...options.publishQueue },
     WebSocket: WebSocketImpl,
     fetch: fetchImpl,
     random: options.random ?? Math.random,

@@ -2,9 +2,9 @@
 import type { Gap, Member, Message, MessageId } from "../protocol/index.js";
 import { Emitter } from "./emitter.js";
 
-export interface SubscriptionEvents {
+export interface SubscriptionEvents<T = unknown> {
   /** A message, in the channel's order, each exactly once; `backfilled` when the app's backfill hook supplied it for a gap. */
-  message: Message;
+  message: Message<T>;
   /**
    * History no longer reaches back far enough (or the server skipped to the latest): reload state — or,
    * when the app's backfill hook sent one, replace it with `gap.snapshot`.
@@ -16,14 +16,15 @@ export interface SubscriptionEvents {
   leave: Member;
 }
 
-export class Subscription extends Emitter<SubscriptionEvents> {
+/** `T`: the type of the channel's message data, as the caller declared it (not checked at run time). */
+export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   readonly channel: string;
-  readonly #leave: (subscription: Subscription) => void;
+  readonly #leave: (subscription: Subscription<never>) => void;
   readonly #members: () => readonly Member[];
   #active = true;
 
   /** @internal created by the client */
-  constructor(channel: string, leave: (subscription: Subscription) => void, members: () => readonly Member[]) {
+  constructor(channel: string, leave: (subscription: Subscription<never>) => void, members: () => readonly Member[]) {
     super();
     this.channel = channel;
     this.#leave = leave;
@@ -41,7 +42,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   /** @internal */
   deliver(message: Message): void {
-    if (this.#active) this.emit("message", message);
+    if (this.#active) this.emit("message", message as Message<T>);
   }
 
   /** @internal */
@@ -57,7 +58,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   unsubscribe(): void {
     if (!this.#active) return;
     this.#active = false;
-    this.#leave(this);
+    this.#leave(this as Subscription<never>);
     this.removeAllListeners();
   }
 }

@@ -29,6 +29,8 @@ export const ERROR_STATUS = {
   headers_too_large: 431,
   draining: 503,
   unavailable: 503,
+  /** Client only: a publish did not fit the client's queue while disconnected (or was dropped from it). */
+  queue_full: 503,
   internal: 500,
 } as const;
 
@@ -51,10 +53,11 @@ export class LadderError extends Error {
     this.status = ERROR_STATUS[code];
     if (retryAfter !== undefined) this.retryAfter = retryAfter;
   }
+}
 
-  toJSON(): ErrorBody {
-    return { error: { code: this.code, message: this.message } };
-  }
+/** The HTTP error body of a refusal (kept off the class so the browser client does not carry it). */
+export function errorBody(error: LadderError): ErrorBody {
+  return { error: { code: error.code, message: error.message } };
 }
 
 export function isLadderError(value: unknown): value is LadderError {

@@ -33,7 +33,7 @@ export interface Rung {
   add(channel: string): void;
   remove(channel: string): void;
   /** Rungs with an upstream of their own (WebSocket) publish over it. */
-  publish?(channel: string, data: unknown): Promise<{ id: MessageId }>;
+  publish?(channel: string, data: unknown, key: string): Promise<{ id: MessageId; duplicate?: true }>;
   /** Ends the rung without reporting `closed`. */
   close(): void;
 }
@@ -81,16 +81,12 @@ export function namedEndpoint(options: ResolvedClientOptions, path: string): URL
  * answer (a draining or not-ready hub); other 5xx come from something in front of it.
  */
 export async function reachable(options: ResolvedClientOptions): Promise<boolean> {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), options.openTimeoutMs);
   try {
-    const res = await options.fetch(endpoint(options, "/readyz"), { cache: "no-store", signal: controller.signal });
+    const res = await options.fetch(endpoint(options, "/readyz"), { cache: "no-store", signal: AbortSignal.timeout(options.openTimeoutMs) });
     void res.body?.cancel().catch(() => undefined);
     return res.status < 500 || res.status === 503;
   } catch {
     return false;
-  } finally {
-    clearTimeout(timer);
   }
 }
 

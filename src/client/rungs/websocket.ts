@@ -8,7 +8,7 @@ import { endpoint, RungBase, TimerSlot } from "./rung.js";
 import type { ResolvedClientOptions, WebSocketLike } from "../options.js";
 
 interface PendingPublish {
-  resolve(value: { id: MessageId }): void;
+  resolve(value: { id: MessageId; duplicate?: true }): void;
   reject(error: Error): void;
   timer: ReturnType<typeof setTimeout>;
 }
@@ -69,19 +69,19 @@ export class WebSocketRung extends RungBase {
     this.#send({ type: "leave", room: channel });
   }
 
-  publish(channel: string, data: unknown): Promise<{ id: MessageId }> {
+  publish(channel: string, data: unknown, key: string): Promise<{ id: MessageId; duplicate?: true }> {
     return new Promise((resolve, reject) => {
       if (!this.#ws || this.#ws.readyState !== OPEN) {
-        reject(new LadderError("unavailable", "WebSocket is not open"));
+        reject(new LadderError("unavailable", "connection lost (not open)"));
         return;
       }
       const ref = `p${++this.#refSeq}`;
       const timer = setTimeout(() => {
         this.#pending.delete(ref);
-        reject(new LadderError("unavailable", "publish timed out; its outcome is unknown"));
+        reject(new LadderError("unavailable", "publish timed out"));
       }, this.host.options.publishTimeoutMs);
       this.#pending.set(ref, { resolve, reject, timer });
-      this.#send({ type: "publish", room: channel, data, ref });
+      this.#send({ type: "publish", room: channel, data, ref, key });
     });
   }
 
@@ -140,7 +140,7 @@ export class WebSocketRung extends RungBase {
         return;
       case "ack":
         // This client publishes one message per frame; a batch's ack (with `results`) is not its own.
-        if ("id" in frame) this.#settle(frame.ref, (p) => p.resolve({ id: frame.id }));
+        if ("id" in frame) this.#settle(frame.ref, (p) => p.resolve(frame.duplicate ? { id: frame.id, duplicate: true } : { id: frame.id }));
         return;
       case "error":
         this.#settle(frame.ref, (p) => p.reject(errorFromWire(frame.code, frame.message)));
@@ -164,7 +164,7 @@ export class WebSocketRung extends RungBase {
     this.#pingTimer.clear();
     for (const pending of this.#pending.values()) {
       clearTimeout(pending.timer);
-      pending.reject(new LadderError("unavailable", `connection lost (${reason}); the publish outcome is unknown`));
+      pending.reject(new LadderError("unavailable", `connection lost (${reason})`));
     }
     this.#pending.clear();
     const ws = this.#ws;

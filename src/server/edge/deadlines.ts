@@ -14,7 +14,7 @@
  */
 import { constants as h2constants, type Http2Session, type ServerHttp2Stream } from "node:http2";
 import type { Socket } from "node:net";
-import { LadderError } from "../../protocol/index.js";
+import { errorBody, LadderError } from "../../protocol/index.js";
 
 export interface DeadlineLimits {
   readonly headersTimeoutMs: number;
@@ -141,7 +141,7 @@ function timeOutBody(stream: ServerHttp2Stream): void {
   if (stream.destroyed || stream.state.remoteClose) return;
   if (!stream.headersSent) {
     const error = new LadderError("request_timeout", "request not received in time");
-    const body = JSON.stringify(error.toJSON());
+    const body = JSON.stringify(errorBody(error));
     stream.respond({
       ":status": error.status,
       "content-type": "application/json; charset=utf-8",

@@ -5,7 +5,7 @@
  */
 import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
-import { LadderError } from "../../protocol/index.js";
+import { errorBody, LadderError } from "../../protocol/index.js";
 import { abortResponse, sendJson, type HubResponse } from "./http.js";
 
 export type Headers = Readonly<Record<string, string>>;
@@ -33,7 +33,7 @@ export function sendError(res: HubResponse, error: LadderError, extra: Headers =
     abortResponse(res);
     return;
   }
-  sendJson(res, error.status, error.toJSON(), refusalHeaders(error, extra));
+  sendJson(res, error.status, errorBody(error), refusalHeaders(error, extra));
 }
 
 /** How long a peer answered on a raw socket may take to read the answer and close before it is cut. */
@@ -65,7 +65,7 @@ export function endWithError(socket: Duplex, error: LadderError, extra: Headers 
   guard.unref();
   socket.once("close", () => clearTimeout(guard));
   socket.resume();
-  const body = JSON.stringify(error.toJSON());
+  const body = JSON.stringify(errorBody(error));
   const headers = Object.entries(refusalHeaders(error, extra))
     .map(([name, value]) => `${name}: ${value}\r\n`)
     .join("");

@@ -12,6 +12,7 @@ import {
   BACKFILL_EVENT,
   GAP_EVENT,
   JOIN_EVENT,
+  errorBody,
   LadderError,
   LEAVE_EVENT,
   PRESENCE_EVENT,
@@ -37,7 +38,7 @@ import type { Connection } from "./transport.js";
 
 const HEARTBEAT = Buffer.from(encodeComment());
 /** Sent when the stream's token expires, just before the stream ends; EventSource reconnects, so the app should refresh the token first. */
-const TOKEN_EXPIRED = Buffer.from(encodeEvent({ event: "error", data: JSON.stringify(new LadderError("token_expired", "token expired").toJSON().error) }));
+const TOKEN_EXPIRED = Buffer.from(encodeEvent({ event: "error", data: JSON.stringify(errorBody(new LadderError("token_expired", "token expired")).error) }));
 
 export interface SseRequest {
   readonly channels: readonly string[];
