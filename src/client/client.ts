@@ -395,7 +395,7 @@ export class LadderClient<M extends ChannelMap = ChannelMap> extends Emitter<Cli
   #connect(): void {
     if (this.#state === "closed") return;
     const name = this.#available()[0] ?? this.options.ladder.find((n) => this.#supported(n));
-    if (!name) throw new TypeError(`none of the transports ${this.options.ladder.join(", ")} works here: websocket needs options.WebSocket (the ws package in Node 20), sse needs ReadableStream`);
+    if (!name) throw new TypeError(`none of ${this.options.ladder.join(", ")} works here (websocket needs options.WebSocket)`);
     this.#setState("connecting");
     const rung = this.#create(name);
     this.#rung = rung;

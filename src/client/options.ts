@@ -116,7 +116,7 @@ function resolveBase(url: string | undefined): URL {
   // Outside a page there is nothing to resolve a relative URL against, and "127.0.0.1:8080" would parse as scheme "127.0.0.1:".
   const base = safeUrl(url);
   if (!base || (base.protocol !== "http:" && base.protocol !== "https:")) {
-    throw new TypeError(`createClient: url must start with http:// or https://, like "http://127.0.0.1:8080"; got ${JSON.stringify(url)}`);
+    throw new TypeError(`createClient: url must start with http:// or https://; got ${JSON.stringify(url)}`);
   }
   return base;
 }
@@ -131,7 +131,7 @@ function safeUrl(text: string): URL | null {
 
 /** The error for a WebSocket-only ladder where there is no WebSocket: says what to pass. */
 export function noWebSocketError(): TypeError {
-  return new TypeError('createClient: transport "websocket" needs a WebSocket class and this runtime has none (Node 20): pass { WebSocket } from the ws package, or allow other rungs with transport: "auto"');
+  return new TypeError('createClient: no WebSocket here: pass { WebSocket } from the ws package, or use transport: "auto"');
 }
 
 function resolveLadder(transport: ClientOptions["transport"], mode: ClientOptions["mode"]): TransportName[] {
