@@ -1,4 +1,4 @@
-// Bundles the browser client (src/client, with eventsource-parser) into one small ES module that
+// Bundles the browser client (src/client and src/protocol) into one small ES module that
 // `ladder serve` hands out at /ladder-client.js, and reports its min+gzip size against the budget.
 import { build } from "esbuild";
 import { gzipSync } from "node:zlib";

@@ -4,8 +4,8 @@
  * actually handed to the user), and notice a network that buffers the stream (no `ready` event in time).
  * Adding or removing a channel reopens the stream from the current cursors.
  */
-import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { BACKFILL_EVENT, encodeCursorMap, GAP_EVENT, JOIN_EVENT, LEAVE_EVENT, PRESENCE_EVENT, READY_EVENT, type Gap, type Member, type Message, type MessageId, type PresenceList } from "../../protocol/index.js";
+import { sseLines, type SseEvent } from "./sse-lines.js";
 import { namedEndpoint, RungBase, TimerSlot } from "./rung.js";
 
 export class SseRung extends RungBase {
@@ -64,10 +64,7 @@ export class SseRung extends RungBase {
         this.end(`stream answered ${res.status}`);
         return;
       }
-      const parser = createParser({
-        onEvent: (event) => current() && this.#onEvent(event),
-        onComment: () => undefined,
-      });
+      const feed = sseLines((event) => current() && this.#onEvent(event));
       const reader = res.body.getReader();
       const decoder = new TextDecoder();
       for (;;) {
@@ -78,7 +75,7 @@ export class SseRung extends RungBase {
         }
         if (done) break;
         this.#armSilence();
-        parser.feed(decoder.decode(value, { stream: true }));
+        feed(decoder.decode(value, { stream: true }));
       }
       this.end("stream ended");
     } catch (error) {
@@ -86,7 +83,7 @@ export class SseRung extends RungBase {
     }
   }
 
-  #onEvent(event: EventSourceMessage): void {
+  #onEvent(event: SseEvent): void {
     switch (event.event) {
       case READY_EVENT: {
         this.opened();
