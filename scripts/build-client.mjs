@@ -6,9 +6,10 @@ import { mkdirSync, writeFileSync } from "node:fs";
 
 export const BUDGET_BYTES = 8 * 1024;
 
-export async function bundleClient() {
+/** One minified ES module of `entry` and its min and min+gzip sizes. */
+async function bundle(entry, external = []) {
   const result = await build({
-    entryPoints: ["src/client/index.ts"],
+    entryPoints: [entry],
     bundle: true,
     minify: true,
     format: "esm",
@@ -16,29 +17,22 @@ export async function bundleClient() {
     platform: "browser",
     write: false,
     legalComments: "none",
+    external,
   });
   const code = result.outputFiles[0].contents;
   return { code, minBytes: code.length, gzipBytes: gzipSync(code, { level: 9 }).length };
 }
 
+export function bundleClient() {
+  return bundle("src/client/index.ts");
+}
+
 /**
- * `ladder/react` on its own: what it adds to an app that already has React and the client (both left out).
- * Measured, not shipped as a bundle: apps import dist/src/react through their own bundler.
+ * `ladder-hub/react` on its own: what it adds to an app that already has React and the client (both left
+ * out). Measured, not shipped as a bundle: apps import dist/src/react through their own bundler.
  */
-export async function bundleReact() {
-  const result = await build({
-    entryPoints: ["src/react/index.ts"],
-    bundle: true,
-    minify: true,
-    format: "esm",
-    target: "es2022",
-    platform: "browser",
-    write: false,
-    legalComments: "none",
-    external: ["react", "../client/index.js", "../protocol/index.js"],
-  });
-  const code = result.outputFiles[0].contents;
-  return { code, minBytes: code.length, gzipBytes: gzipSync(code, { level: 9 }).length };
+export function bundleReact() {
+  return bundle("src/react/index.ts", ["react", "../client/index.js", "../protocol/index.js"]);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
@@ -47,5 +41,5 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   writeFileSync("dist/browser/ladder-client.js", code);
   console.log(`dist/browser/ladder-client.js: ${minBytes} B min, ${gzipBytes} B min+gzip (budget ${BUDGET_BYTES} B)`);
   const react = await bundleReact();
-  console.log(`ladder/react (React and the client excluded): ${react.minBytes} B min, ${react.gzipBytes} B min+gzip`);
+  console.log(`ladder-hub/react (React and the client excluded): ${react.minBytes} B min, ${react.gzipBytes} B min+gzip`);
 }
