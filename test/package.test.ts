@@ -52,6 +52,8 @@ before(() => {
   // The user's TypeScript and Node types: ours, linked in (what is checked is the package's own .d.ts).
   mkdirSync(join(dir, "node_modules", "@types"), { recursive: true });
   for (const name of ["node", "ws"]) symlinkSync(join(REPO, "node_modules", "@types", name), join(dir, "node_modules", "@types", name));
+  // ladder-hub/react's optional peer, as an app that uses it has it.
+  for (const name of ["react", "@types/react", "csstype"]) symlinkSync(join(REPO, "node_modules", name), join(dir, "node_modules", name));
 });
 
 after(() => {
