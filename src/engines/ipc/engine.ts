@@ -6,8 +6,8 @@
  * (the engine has no readSync, so history read over the link may run ahead of the live feed).
  */
 import type { Logger } from "pino";
-import { LadderError, type Message, type MessageId } from "../../protocol/index.js";
-import type { Engine, MessageListener, ReadResult } from "../engine.js";
+import { LadderError, type MessageId } from "../../protocol/index.js";
+import type { Engine, MessageListener, Published, ReadResult } from "../engine.js";
 import { LiveFeeds } from "../live-feeds.js";
 import { errorFromFrame, isEngineFrame, TAG, type AnswerFrame, type LiveFrame, type Request, type RequestFrame, type UnsubscribeFrame } from "./frames.js";
 import type { IpcPort } from "./port.js";
@@ -57,8 +57,9 @@ export class IpcEngine implements Engine {
     return !this.#closed && this.#port.open;
   }
 
-  async publish(channel: string, data: unknown): Promise<Message> {
-    return (await this.#request({ op: "publish", channel, data })) as Message;
+  async publish(channel: string, data: unknown, _encodedBytes?: number, key?: string): Promise<Published> {
+    // The key travels to the host's engine, which holds the dedupe window for every worker.
+    return (await this.#request(key === undefined ? { op: "publish", channel, data } : { op: "publish", channel, data, key })) as Published;
   }
 
   async read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult> {

@@ -6,7 +6,7 @@ import type { ReadResult } from "../engine.js";
 export const TAG = "ladder.engine";
 
 export type Request =
-  | { readonly op: "publish"; readonly channel: string; readonly data: unknown }
+  | { readonly op: "publish"; readonly channel: string; readonly data: unknown; readonly key?: string }
   | { readonly op: "read"; readonly channel: string; readonly since: MessageId | null; readonly limit: number }
   | { readonly op: "subscribe"; readonly channel: string };
 

@@ -60,7 +60,7 @@ export class IpcEngineHost {
     }
     switch (frame.op) {
       case "publish":
-        this.#answer(port, frame.ref, this.engine.publish(frame.channel, frame.data));
+        this.#answer(port, frame.ref, this.engine.publish(frame.channel, frame.data, undefined, frame.key));
         return;
       case "read": {
         const limit = Math.min(MAX_READ_LIMIT, Math.max(0, Math.floor(Number(frame.limit) || 0)));
