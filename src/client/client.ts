@@ -177,8 +177,9 @@ export class LadderClient<M extends ChannelMap = ChannelMap> extends Emitter<Cli
   #send({ channel, data, key }: Outgoing): Promise<{ id: MessageId; duplicate?: true }> | null {
     const rung = this.#state === "connected" ? this.#rung : null;
     if (rung?.publish) return rung.publish(channel, data, key);
-    // A client that subscribes to nothing has no connection to wait for: it publishes over HTTP.
-    return rung || this.#channels.size === 0 ? this.#post({ channel, data, key }) : null;
+    // Without a WebSocket, over HTTP even while no rung is up (a subscription the hub refuses must not hold
+    // publishes back): an attempt that does not reach the hub is retried with the same key after a backoff.
+    return this.#post({ channel, data, key });
   }
 
   async #post<T = { id: MessageId; duplicate?: true }>(payload: unknown): Promise<T> {
