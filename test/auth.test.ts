@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { SignJWT } from "jose";
 import { WebSocket } from "ws";
 import type { RunningServer } from "../src/index.js";
-import { openSse, sleep, startHub } from "./helpers/server.js";
+import { openSse, sleep, startHub, upgradeStatusAt } from "./helpers/server.js";
 
 const SECRET = "test-secret-test-secret-test-secret!";
 const KEY = new TextEncoder().encode(SECRET);
@@ -302,19 +302,8 @@ describe("origins and CORS", () => {
     await guarded.close();
   });
 
-  async function upgrade(base: string, headers: Record<string, string>): Promise<number> {
-    const ws = new WebSocket(base.replace(/^http/, "ws") + "/api/ws", { headers });
-    return new Promise((resolve) => {
-      ws.once("unexpected-response", (_req, res) => {
-        resolve(res.statusCode ?? 0);
-        ws.terminate();
-      });
-      ws.once("open", () => {
-        resolve(101);
-        ws.close();
-      });
-      ws.once("error", () => undefined);
-    });
+  function upgrade(base: string, headers: Record<string, string>): Promise<number> {
+    return upgradeStatusAt(base.replace(/^http/, "ws") + "/api/ws", headers);
   }
 
   test("allowedOrigins: a WebSocket upgrade from another origin is refused 403; a listed one and no Origin are accepted", async () => {

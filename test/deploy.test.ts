@@ -23,7 +23,7 @@ import { serve } from "../src/index.js";
 import { brokerAvailable, deleteRedisKeys, hasProgram, IN_CI, programAvailable, REDIS_URL, waitUntil } from "./helpers/brokers.js";
 import { recipe, startFront, startNginx, type Front, type FrontKind } from "./helpers/fronts.js";
 import { isReady, startNode, type LadderNode } from "./helpers/nodes.js";
-import { sleep } from "./helpers/server.js";
+import { sleep, upgradeStatusAt } from "./helpers/server.js";
 
 // The fronts serve a self-signed certificate made for this run; this process alone trusts it.
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
@@ -195,18 +195,7 @@ describe("a front configured the wrong way (deploy/nginx/broken.conf)", () => {
 
   test("symptoms: the WebSocket handshake is refused and SSE events are held back", async (t) => {
     if (!ok) return t.skip("needs nginx");
-    const refused = await new Promise<number>((resolve) => {
-      const ws = new WebSocket(`${front!.url.replace("https", "wss")}/api/ws`);
-      ws.once("unexpected-response", (_req, res) => {
-        resolve(res.statusCode ?? 0);
-        ws.terminate();
-      });
-      ws.once("open", () => {
-        resolve(101);
-        ws.close();
-      });
-      ws.once("error", () => resolve(-1));
-    });
+    const refused = await upgradeStatusAt(`${front!.url.replace("https", "wss")}/api/ws`);
     assert.equal(refused, 400, "without Upgrade headers Ladder sees a plain GET and says it needs an upgrade");
 
     // Through a good front the stream's head and ready event arrive at once (the recipe tests above);

@@ -173,3 +173,19 @@ export async function joinedWs(base: string, room: string): Promise<{ ws: WebSoc
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The status a WebSocket upgrade gets: 101 when it opens, else the refusal's status (0 when none came). */
+export function upgradeStatusAt(wsUrl: string, headers: Record<string, string> = {}): Promise<number> {
+  const ws = new WebSocket(wsUrl, { headers });
+  return new Promise((resolve) => {
+    ws.once("unexpected-response", (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.once("open", () => {
+      resolve(101);
+      ws.close();
+    });
+    ws.once("error", () => resolve(0));
+  });
+}
