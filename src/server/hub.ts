@@ -482,14 +482,11 @@ export class Hub {
   #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown, key?: string): Promise<Published> {
     const name = checkChannel(channel);
     const access = this.#access;
-    if (access.enabled) {
-      const refusal = access.refusal(principal, "publish", name);
-      if (refusal) throw refusal;
-    }
+    const viaHook = access.enabled && access.publishNeedsHook(principal, name);
     if (access.limitsPublishes) access.takePublish(principal, this.clientIp(req));
-    if (!access.enabled) return this.#publishNow(name, data, key);
+    if (!viaHook) return this.#publishNow(name, data, key);
     // Under a `hook` rule the app decides, and may replace the data, before the hub publishes.
-    return access.checkPublish(principal, name, data, this.#facts(req, "http", [name])).then((checked) => this.#publishNow(name, checked, key));
+    return access.askPublishHook(principal, name, data, this.#facts(req, "http", [name])).then((checked) => this.#publishNow(name, checked, key));
   }
 
   async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {

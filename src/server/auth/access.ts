@@ -177,12 +177,20 @@ export class Access {
     return null;
   }
 
-  /** Resolves with the data to publish — the app's replacement under a `hook` rule — or rejects with the refusal. */
-  async checkPublish(principal: Principal, channel: string, data: unknown, facts: RequestFacts): Promise<unknown> {
+  /**
+   * Throws the refusal; true when the rules send the decision to the app's publish hook, which the caller
+   * then asks with {@link askPublishHook}. One rules lookup per publish, and no promise when no hook decides.
+   */
+  publishNeedsHook(principal: Principal, channel: string): boolean {
     const verdict = this.#verdict(principal, "publish", channel);
-    if (verdict === "hook") return this.#hooks!.channels.publish(callerOf(principal), channel, data, facts);
+    if (verdict === "hook") return true;
     if (verdict) throw verdict;
-    return data;
+    return false;
+  }
+
+  /** The app's publish hook: resolves with the data to publish (its replacement) or rejects with its refusal. */
+  askPublishHook(principal: Principal, channel: string, data: unknown, facts: RequestFacts): Promise<unknown> {
+    return this.#hooks!.channels.publish(callerOf(principal), channel, data, facts);
   }
 
   #verdict(principal: Principal, action: Action, channel: string): LadderError | null | "hook" {

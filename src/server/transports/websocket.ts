@@ -287,12 +287,18 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   /** One publish: the caller's right to the room and its rate, then the hub (which bounds the data). */
   #publishOne(room: string, data: unknown, key?: string): Promise<Published> {
-    const refusal = this.#access.refusal(this.#principal, "publish", room);
-    if (refusal) throw refusal;
+    const viaHook = this.#access.publishNeedsHook(this.#principal, room);
     this.#access.takePublish(this.#principal, this.#ip);
     // The hub's own refusals (too large, engine down) answer this publish; they do not count as bad frames.
+    if (!viaHook) {
+      try {
+        return this.#publish(room, data, key);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     // Under a `hook` rule the app decides, and may replace the data, before the hub publishes.
-    return this.#access.checkPublish(this.#principal, room, data, this.#facts(room)).then((checked) => this.#publish(room, checked, key));
+    return this.#access.askPublishHook(this.#principal, room, data, this.#facts(room)).then((checked) => this.#publish(room, checked, key));
   }
 
   /**
