@@ -11,7 +11,7 @@
  * `Ladder-Prev: <seq>` and asks JetStream to store it only if that is still the subject's last sequence
  * (`Nats-Expected-Last-Subject-Sequence`); a race with another node is retried with the sequence the
  * refusal names. The first retained message after a cursor then tells whether anything between was
- * dropped.
+ * dropped (the reads are in nats-read.ts).
  *
  * Live fan-out is the stream's republish: JetStream itself sends each stored message to
  * `<prefix>.live.<epoch>.<channel>` with its sequence and the subject's previous one, and
@@ -19,11 +19,12 @@
  * use, so importing this module costs nothing.
  */
 import type { Logger } from "pino";
-import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { JetStreamClient, JetStreamManager, StreamConfig, StreamInfo } from "@nats-io/jetstream";
-import { formatId, LadderError, parseId, START_CURSOR, type Gap, type Message, type MessageId } from "../protocol/index.js";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { StreamConfig, StreamInfo } from "@nats-io/jetstream";
+import { formatId, LadderError, type MessageId } from "../protocol/index.js";
 import { DEDUPE_WINDOW_MS, type Engine, type HistoryLimits, type MessageListener, type Published, type ReadResult } from "./engine.js";
 import { LiveFeeds } from "./live-feeds.js";
+import { NANOS_PER_MS, PREV_HEADER, readHistory, storedFrom, TIME_HEADER, toMessage, type HistorySource, type Nats, type Stored, type StreamState } from "./nats-read.js";
 import { StartGate } from "./start-gate.js";
 
 export interface NatsEngineOptions extends HistoryLimits {
@@ -52,38 +53,14 @@ export interface NatsEngineOptions extends HistoryLimits {
   readonly logger?: Logger;
 }
 
-interface Stored {
-  readonly seq: number;
-  readonly prev: number;
-  readonly time: number;
-  readonly data: unknown;
-}
-
-interface StreamState {
-  readonly epoch: number;
-  readonly first: number;
-  readonly last: number;
-}
-
-interface Nats {
-  readonly nc: NatsConnection;
-  readonly js: JetStreamClient;
-  readonly jsm: JetStreamManager;
-  readonly headers: () => MsgHdrs;
-  readonly createInbox: () => string;
-}
-
 const DEFAULT_STREAM = "LADDER";
 const DEFAULT_PREFIX = "ladder";
-const PREV_HEADER = "Ladder-Prev";
-const TIME_HEADER = "Ladder-Time";
 /** JetStream's "wrong last sequence" refusal of an expected-last-subject-sequence publish. */
 const WRONG_LAST_SEQUENCE = 10071;
 /** Retries when other nodes publish to the same channel at the same moment (each retry a fair race). */
 const PUBLISH_ATTEMPTS = 200;
 /** Channels whose last sequence a node remembers, to publish in one round trip. */
 const LAST_SEQ_CACHE = 10_000;
-const NANOS_PER_MS = 1_000_000;
 
 /** A channel name as one subject token: `.` separates tokens, so it is escaped (and `_`, the escape). */
 export function subjectToken(channel: string): string {
@@ -129,6 +106,7 @@ export class NatsEngine implements Engine {
   readonly #onDisconnect = new Set<(error: Error) => void>();
   readonly #queues = new Map<string, Promise<void>>();
   readonly #gate: StartGate;
+  readonly #history: HistorySource;
   #nats: Nats | null = null;
   #epoch = 0;
   #connected = false;
@@ -151,6 +129,15 @@ export class NatsEngine implements Engine {
       logger: this.#logger,
     });
     this.#gate = new StartGate(() => this.#start(), options.startTimeoutMs ?? 5000);
+    this.#history = {
+      stream: this.#stream,
+      timeoutMs: this.#timeoutMs,
+      maxAgeMs: options.maxAgeMs,
+      now: () => this.#now(),
+      state: (nats) => this.#state(nats),
+      subject: (channel, epoch) => this.#subject(channel, epoch),
+      lastSubjectSeq: (nats, subject) => this.#lastSubjectSeq(nats, subject),
+    };
   }
 
   ready(): boolean {
@@ -175,7 +162,7 @@ export class NatsEngine implements Engine {
   async read(channel: string, since: MessageId | null, limit: number): Promise<ReadResult> {
     const nats = await this.#whenStarted();
     try {
-      return await this.#read(nats, channel, since, limit);
+      return await readHistory(this.#history, nats, channel, since, limit);
     } catch (error) {
       throw this.#unavailable(error);
     }
@@ -471,138 +458,6 @@ export class NatsEngine implements Engine {
     return Math.max(0, first - 1);
   }
 
-  // ---- read
-
-  async #read(nats: Nats, channel: string, since: MessageId | null, limit: number): Promise<ReadResult> {
-    const state = await this.#state(nats);
-    const position = formatId(state.epoch, state.last);
-    if (since === null) return { messages: [], gap: null, cursor: position };
-    const subject = this.#subject(channel, state.epoch);
-    const cursor = since === START_CURSOR ? null : parseId(since);
-    if (cursor !== null && (cursor.major > state.epoch || (cursor.major === state.epoch && cursor.minor > state.last))) {
-      // An id this stream never issued.
-      return { messages: [], gap: { channel, reason: "unknown", since, resume: position }, cursor: position };
-    }
-    // A cursor from an older epoch: the stream was recreated since, so what it missed cannot be told.
-    const foreign = cursor !== null && cursor.major < state.epoch;
-    const after = cursor === null || foreign ? 0 : cursor.minor;
-    const page = await this.#page(nats, subject, after, limit);
-    const messages = page.stored.map((s) => this.#message(channel, state.epoch, s));
-    const last = messages.at(-1)?.id ?? position;
-    if (cursor === null) return { messages, gap: null, cursor: last };
-    let gap: Gap | null = null;
-    if (foreign) {
-      const resume = page.found ? formatId(state.epoch, page.horizon) : position;
-      gap = { channel, reason: "unknown", since, resume };
-    } else if (page.horizon > after) {
-      gap = { channel, reason: "trimmed", since, resume: formatId(state.epoch, page.horizon) };
-    } else if (!page.found && after < state.first - 1 && (await this.#lastSubjectSeq(nats, subject)) === 0) {
-      // The channel holds nothing and the stream dropped everything up to first-1: whatever the channel
-      // had after the cursor was among it, if it had anything.
-      gap = { channel, reason: "trimmed", since, resume: formatId(state.epoch, state.first - 1) };
-    }
-    // With nothing returned, the position read before fetching is safe: anything newer has a larger sequence.
-    return { messages, gap, cursor: last };
-  }
-
-  #message(channel: string, epoch: number, stored: Stored): Message {
-    return { id: formatId(epoch, stored.seq), channel, data: stored.data, time: stored.time };
-  }
-
-  /**
-   * Messages of a subject after a sequence, at most `limit`, and the horizon: the newest sequence of
-   * that subject known dropped after `after` (by JetStream's limits, or past the age limit by our clock,
-   * which JetStream applies only on its own timer).
-   */
-  async #page(nats: Nats, subject: string, after: number, limit: number): Promise<{ stored: Stored[]; horizon: number; found: boolean }> {
-    const cutoff = this.#now() - this.#options.maxAgeMs;
-    const kept: Stored[] = [];
-    let horizon = 0;
-    let found = false;
-    let from = after + 1;
-    // A page takes several requests (a direct get, then a consumer), and the limits may trim the subject
-    // between them. Each message names its predecessor, so a hole inside the page shows; limits drop the
-    // oldest first, so whatever the page held before the hole is gone too: the gap runs up to the hole.
-    let previous = 0;
-    while (kept.length < limit) {
-      const wanted = limit - kept.length;
-      const batch = await this.#fetch(nats, subject, from, wanted);
-      for (const stored of batch) {
-        if (found && stored.prev > previous) kept.length = 0;
-        if (!found || stored.prev > previous) horizon = Math.max(horizon, stored.prev);
-        found = true;
-        previous = stored.seq;
-        if (kept.length === 0 && stored.time < cutoff) horizon = Math.max(horizon, stored.seq);
-        else kept.push(stored);
-      }
-      if (batch.length < wanted) break;
-      from = batch.at(-1)!.seq + 1;
-    }
-    return { stored: kept, horizon, found };
-  }
-
-  /** Up to `count` messages of a subject from a sequence on: one direct get, then a short-lived consumer. */
-  async #fetch(nats: Nats, subject: string, from: number, count: number): Promise<Stored[]> {
-    const first = await nats.jsm.direct.getMessage(this.#stream, { seq: from, next_by_subj: subject });
-    if (!first) return [];
-    const out = [storedFrom(first.seq, first.header, first.data)];
-    if (count > 1) out.push(...(await this.#fetchWithConsumer(nats, subject, first.seq + 1, count - 1)));
-    return out;
-  }
-
-  async #fetchWithConsumer(nats: Nats, subject: string, from: number, count: number): Promise<Stored[]> {
-    const info = await nats.jsm.consumers.add(this.#stream, {
-      ack_policy: "none",
-      deliver_policy: "by_start_sequence",
-      opt_start_seq: from,
-      filter_subject: subject,
-      mem_storage: true,
-      num_replicas: 1,
-      inactive_threshold: 30_000 * NANOS_PER_MS,
-    });
-    const release = (): void => void nats.jsm.consumers.delete(this.#stream, info.name).catch(() => {});
-    const wanted = Math.min(count, info.num_pending);
-    if (wanted === 0) {
-      release();
-      return [];
-    }
-    try {
-      return await this.#pull(nats, info.name, wanted);
-    } finally {
-      release();
-    }
-  }
-
-  /** One pull request with no_wait: the consumer sends what it has, up to `count`, then a 404 status. */
-  async #pull(nats: Nats, consumer: string, count: number): Promise<Stored[]> {
-    const inbox = nats.createInbox();
-    const out: Stored[] = [];
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        sub.unsubscribe();
-        reject(new Error(`pull from consumer ${consumer} timed out`));
-      }, this.#timeoutMs);
-      const sub = nats.nc.subscribe(inbox, {
-        callback: (error, msg) => {
-          const done = (failure?: Error): void => {
-            clearTimeout(timer);
-            sub.unsubscribe();
-            if (failure) reject(failure);
-            else resolve();
-          };
-          if (error) return done(error);
-          if (isStatus(msg)) return done();
-          const seq = ackSequence(msg.reply);
-          if (seq === null) return done(new Error(`unexpected JetStream reply subject ${msg.reply}`));
-          out.push(storedFrom(seq, msg.headers, msg.data));
-          if (out.length >= count) done();
-        },
-      });
-      nats.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${this.#stream}.${consumer}`, JSON.stringify({ batch: count, no_wait: true }), { reply: inbox });
-    });
-    return out;
-  }
-
   // ---- live
 
   async #openLive(channel: string): Promise<void> {
@@ -636,27 +491,8 @@ export class NatsEngine implements Engine {
       return;
     }
     if (epoch === this.#epoch) this.#remember(this.#subject(channel, epoch), seq);
-    this.#feeds.deliver(channel, this.#message(channel, epoch, stored), formatId(epoch, prev));
+    this.#feeds.deliver(channel, toMessage(channel, epoch, stored), formatId(epoch, prev));
   }
-}
-
-function storedFrom(seq: number, header: MsgHdrs | undefined, data: Uint8Array): Stored {
-  const prev = Number(header?.get(PREV_HEADER) || 0);
-  const time = Number(header?.get(TIME_HEADER) || 0);
-  return { seq, prev: Number.isSafeInteger(prev) ? prev : 0, time, data: JSON.parse(new TextDecoder().decode(data)) as unknown };
-}
-
-/** The stream sequence in a JetStream delivery's reply subject (`$JS.ACK.<stream>.<consumer>.<n>.<sseq>…`). */
-function ackSequence(reply: string | undefined): number | null {
-  const tokens = (reply ?? "").split(".");
-  if (tokens[0] !== "$JS" || tokens[1] !== "ACK") return null;
-  // v1: $JS.ACK.stream.consumer.delivered.sseq.cseq.ts.pending; v2 adds domain and account hash.
-  const seq = Number(tokens.length === 9 ? tokens[5] : tokens[7]);
-  return Number.isSafeInteger(seq) ? seq : null;
-}
-
-function isStatus(msg: Msg): boolean {
-  return msg.data.length === 0 && msg.headers !== undefined && msg.headers.code >= 100;
 }
 
 function isStreamNotFound(error: unknown): boolean {
