@@ -3,7 +3,8 @@
  * the set of open connections for heartbeats, limits and a graceful drain. It does not know how any
  * transport writes its bytes — each is a {@link Connection}. Where an answer is at hand (no auth: a principal
  * at once; the memory engine: a long-poll live within the call) the path stays synchronous and costs no
- * turn; a promise is awaited only when something really waits.
+ * turn; a promise is awaited only when something really waits. A POST of messages is read and checked in
+ * publish/http.ts.
  */
 import type { IncomingMessage, Server as HttpServer } from "node:http";
 import type { Duplex } from "node:stream";
@@ -15,17 +16,17 @@ import { createEngine } from "../engines/create.js";
 import { Access, NO_SLOT } from "./auth/access.js";
 import { applyCors, upgradeOriginRefusal } from "./auth/origins.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
-import { ANONYMOUS, type Principal } from "./auth/rules.js";
+import type { Principal } from "./auth/rules.js";
 import { WriteBatcher } from "./core/cork.js";
 import { Fanout } from "./core/fanout.js";
 import { HubMetrics, METRICS_OFF, METRICS_PATH } from "./metrics.js";
 import { Hooks } from "./hooks/hooks.js";
 import type { RequestFacts } from "./hooks/connect.js";
 import type { HookObserver } from "./hooks/caller.js";
-import { closeAfterResponse, readBody, sendJson, sendJsonText, type HubRequest, type HubResponse } from "./edge/http.js";
+import { closeAfterResponse, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
 import { checkChannel } from "./edge/params.js";
 import { asLadderError, endWithError, sendError, type Headers } from "./edge/refusal.js";
-import { batchItem, batchItems, isBatchError, publishEach } from "./publish/batch.js";
+import { HttpPublish } from "./publish/http.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
 import type { TransportContext } from "./core/context.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
@@ -76,6 +77,7 @@ export class Hub {
   readonly #connections = new Set<Connection>();
   readonly #wss: WebSocketServer;
   readonly #access: Access;
+  readonly #httpPublish: HttpPublish;
   readonly #proxies: TrustedProxies;
   readonly #timers: NodeJS.Timeout[] = [];
   #draining = false;
@@ -135,6 +137,17 @@ export class Hub {
     // Room for the frame's own fields around the data, which publish() bounds by maxMessageBytes.
     const maxPayload = this.options.maxMessageBytes + FRAME_OVERHEAD_BYTES;
     this.#wss = new WebSocketServer({ noServer: true, maxPayload, clientTracking: false });
+    this.#httpPublish = new HttpPublish({
+      options: this.options,
+      access: this.#access,
+      draining: () => this.#draining,
+      publish: (channel, data, key) => this.#publishNow(channel, data, key),
+      url: (req) => this.#url(req),
+      clientIp: (req) => this.clientIp(req),
+      facts: (req, transport, channels) => this.#facts(req, transport, channels),
+      fail: (res, error) => this.#fail(res, error),
+      refuse: (res, error) => this.#refuse(res, error),
+    });
     const heartbeat = setInterval(() => this.#heartbeat(), this.options.heartbeatMs);
     heartbeat.unref();
     this.#timers.push(heartbeat);
@@ -365,7 +378,7 @@ export class Hub {
     switch (pathname) {
       case paths.messages:
         if (method === "GET" || method === "HEAD") return this.#poll(req, res, this.#url(req));
-        if (method === "POST") return this.#publishRequest(req, res);
+        if (method === "POST") return this.#httpPublish.handle(req, res);
         return this.#methodNotAllowed(req, res, "GET, HEAD, POST");
       case paths.stream:
         if (method === "GET") return this.#stream(req, res, this.#url(req));
@@ -400,93 +413,6 @@ export class Hub {
   #methodNotAllowed(req: HubRequest, res: HubResponse, allow: string): void {
     closeAfterResponse(req, res);
     this.#refuse(res, new LadderError("method_not_allowed", `use ${allow}`), { allow });
-  }
-
-  #publishRequest(req: HubRequest, res: HubResponse): Promise<void> | void {
-    if (this.#draining) {
-      closeAfterResponse(req, res);
-      this.#refuse(res, new LadderError("draining", "server is shutting down"));
-      return;
-    }
-    const access = this.#access;
-    // Authenticated before the body is read: a caller without a valid token costs no buffering.
-    const principal = access.enabled ? access.principalFor(req, this.#url(req), this.#facts(req, "http", [])) : ANONYMOUS;
-    if (principal instanceof Promise) {
-      return principal.then(
-        (who) => this.#readPublish(req, res, who),
-        (error: unknown) => {
-          closeAfterResponse(req, res);
-          throw error;
-        },
-      );
-    }
-    this.#readPublish(req, res, principal);
-  }
-
-  #readPublish(req: HubRequest, res: HubResponse, principal: Principal): void {
-    const { maxMessageBytes, maxBatchBytes } = this.options;
-    readBody(req, Math.max(maxMessageBytes, maxBatchBytes), (error, body) => {
-      if (error) {
-        closeAfterResponse(req, res);
-        return this.#fail(res, error);
-      }
-      try {
-        this.#publishBody(req, res, principal, body);
-      } catch (refusal) {
-        this.#fail(res, refusal);
-      }
-    });
-  }
-
-  #publishBody(req: HubRequest, res: HubResponse, principal: Principal, body: Buffer): void {
-    // The body may be as large as a batch; anything else over maxMessageBytes is refused as too large.
-    const max = this.options.maxMessageBytes;
-    const tooLarge = (): LadderError => new LadderError("payload_too_large", `body is larger than ${max} bytes`);
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body.toString("utf8"));
-    } catch {
-      throw body.length > max ? tooLarge() : new LadderError("bad_json", "body is not valid JSON");
-    }
-    const fields = (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed : {}) as Record<string, unknown>;
-    if (!("data" in fields) && "messages" in fields) return this.#publishBatch(req, res, principal, fields, body.length);
-    if (body.length > max) throw tooLarge();
-    if (fields !== parsed) throw new LadderError("bad_request", 'body must be an object {"channel"?, "data"} or {"messages": [...]}');
-    if (!("data" in fields)) throw new LadderError("bad_request", 'body needs a "data" field');
-    const key = checkPublishKey(fields.key, "bad_request");
-    this.#publishFrom(req, principal, fields.channel ?? DEFAULT_CHANNEL, fields.data, key).then(
-      (message) =>
-        message.duplicate
-          ? sendJsonText(res, 200, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}","duplicate":true}`)
-          : sendJsonText(res, 201, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}"}`),
-      (error: unknown) => this.#fail(res, error),
-    );
-  }
-
-  /** `{"channel"?, "messages": [{"channel"?, "data"}, …]}` → `200 {"results": [{"id","channel"} | {"error"}, …]}`. */
-  #publishBatch(req: HubRequest, res: HubResponse, principal: Principal, fields: Record<string, unknown>, bytes: number): void {
-    const { maxBatchBytes, maxBatchMessages } = this.options;
-    if (bytes > maxBatchBytes) throw new LadderError("payload_too_large", `a batch body is at most ${maxBatchBytes} bytes`);
-    const items = batchItems(fields.messages, maxBatchMessages);
-    const fallback = fields.channel ?? DEFAULT_CHANNEL;
-    publishEach(items, (item) => {
-      const message = batchItem(item);
-      return this.#publishFrom(req, principal, message.channel ?? fallback, message.data);
-    }).then((outcomes) => {
-      const results = outcomes.map((outcome) => (isBatchError(outcome) ? outcome : { id: outcome.id, channel: outcome.channel }));
-      sendJson(res, 200, { results });
-    });
-  }
-
-  /** One publish over HTTP: the channel, the caller's right to it and its rate, then the engine. */
-  #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown, key?: string): Promise<Published> {
-    const name = checkChannel(channel);
-    const access = this.#access;
-    const viaHook = access.enabled && access.publishNeedsHook(principal, name);
-    if (access.limitsPublishes) access.takePublish(principal, this.clientIp(req));
-    if (!viaHook) return this.#publishNow(name, data, key);
-    // Under a `hook` rule the app decides, and may replace the data, before the hub publishes.
-    return access.askPublishHook(principal, name, data, this.#facts(req, "http", [name])).then((checked) => this.#publishNow(name, checked, key));
   }
 
   async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
