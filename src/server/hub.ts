@@ -36,6 +36,7 @@ import { WebSocketConnection } from "./transports/websocket.js";
 import { MemoryBus, createBus, type PresenceBus } from "./presence/bus.js";
 import { identityFor, type Identity } from "./presence/member.js";
 import { Presence } from "./presence/presence.js";
+import type { MemberReporter } from "./presence/ledger.js";
 import { presenceEnabled } from "./options.js";
 
 export type NextFunction = (error?: unknown) => void;
@@ -127,7 +128,9 @@ export class Hub {
       const { leaveDelayMs, nodeTimeoutMs } = options.presence;
       // Heartbeats at least four times per timeout: a dead node's members leave within about 1.25 timeouts.
       const heartbeatMs = Math.min(3000, Math.max(50, Math.floor(nodeTimeoutMs / 4)));
-      this.presence = new Presence({ bus, leaveDelayMs, nodeTimeoutMs, heartbeatMs, logger: this.logger });
+      // With webhooks, presence reports each member's cluster-wide first join and last leave through them.
+      const onMember: MemberReporter | null = webhooks ? (event, channel, member) => webhooks.emit(event, channel, member) : null;
+      this.presence = new Presence({ bus, leaveDelayMs, nodeTimeoutMs, heartbeatMs, logger: this.logger, ...(onMember ? { onMember } : {}) });
     } else {
       this.#presenceBus = null;
       this.presence = null;

@@ -12,11 +12,14 @@
  *   closes gracefully says so, and its members leave after `leaveDelayMs` unless they reappear elsewhere.
  * - **Lost announcements heal.** A watcher re-reads its channel every `resyncMs` and sends the joins and
  *   leaves the difference implies (a broker outage loses announcements; it cannot corrupt a view for ever).
+ * - **Member webhooks** (`onMember`): every node keeps a ledger of all channels' members from one more
+ *   topic, `members`, and one node reports each cluster-wide first join and last leave (ledger.ts).
  */
 import type { Logger } from "pino";
 import { LadderError, type Member, type PresenceEvent } from "../../protocol/index.js";
 import { subjectToken } from "../../engines/nats.js";
 import type { PresenceBus } from "./bus.js";
+import { MemberLedger, type LedgerChange, type MemberReporter } from "./ledger.js";
 
 export interface PresenceOptions {
   /** The bus, or its connection still being made: announcements wait for it. */
@@ -32,6 +35,8 @@ export interface PresenceOptions {
   /** How often a watched channel is re-read to heal lost announcements. Default 30000 ms. */
   readonly resyncMs?: number;
   readonly logger?: Pick<Logger, "warn" | "debug">;
+  /** Told of each member's first connection and last leave over all nodes, by one node (ledger.ts). */
+  readonly onMember?: MemberReporter;
 }
 
 export type PresenceListener = (event: PresenceEvent) => void;
@@ -41,8 +46,16 @@ type Wire =
   | { readonly op: "remove"; readonly node: string; readonly key: string }
   | { readonly op: "alive"; readonly node: string }
   | { readonly op: "bye"; readonly node: string }
-  | { readonly op: "list"; readonly node: string; readonly req: string; readonly channel: string; readonly keysOnly: boolean }
-  | { readonly op: "reply"; readonly node: string; readonly req: string; readonly members?: readonly Member[]; readonly keys?: readonly string[] };
+  | { readonly op: "list"; readonly node: string; readonly req: string; readonly channel: string; readonly keysOnly: boolean; readonly all?: boolean }
+  | {
+      readonly op: "reply";
+      readonly node: string;
+      readonly req: string;
+      readonly members?: readonly Member[];
+      readonly keys?: readonly string[];
+      /** To a list of every channel (`all`): each channel this node has members in, with them. */
+      readonly all?: ReadonlyArray<readonly [string, readonly Member[]]>;
+    };
 
 interface LocalMember {
   readonly member: Member;
@@ -89,6 +102,7 @@ export class Presence {
   readonly #started: Promise<void>;
   /** When this node first heard the bus: until a heartbeat period has passed, it may not know every node yet. */
   #listeningSince = Number.POSITIVE_INFINITY;
+  readonly #ledger: MemberLedger | null;
   #closed = false;
 
   constructor(options: PresenceOptions) {
@@ -100,6 +114,7 @@ export class Presence {
     this.#resyncMs = options.resyncMs ?? 30_000;
     this.#logger = options.logger;
     this.#nodes.set(this.node, Date.now());
+    this.#ledger = options.onMember ? new MemberLedger(this.node, memberKey, options.onMember, () => this.#responsible()) : null;
     this.#started = this.#start();
     this.#started.catch((error: unknown) => this.#logger?.warn({ err: error }, "presence: could not subscribe to the bus"));
   }
@@ -113,6 +128,8 @@ export class Presence {
     const bus = await this.#busReady;
     const handle = (payload: string): void => this.#onWire(payload);
     this.#unsubscribe.push(await bus.subscribe("nodes", handle), await bus.subscribe("list", handle), await bus.subscribe(`reply.${this.node}`, handle));
+    // Subscribed before this node's own queued announcements go out, so the ledger hears every one of them.
+    if (this.#ledger) this.#unsubscribe.push(await bus.subscribe("members", (payload) => this.#onLedgerWire(payload)));
     this.#bus = bus;
     this.#listeningSince = Date.now();
     for (const [topic, payload] of this.#queued ?? []) bus.publish(topic, payload);
@@ -124,6 +141,7 @@ export class Presence {
     const resync = setInterval(() => this.#resyncAll(), this.#resyncMs);
     resync.unref();
     this.#timers.push(heartbeat, resync);
+    if (this.#ledger) void this.#syncLedger(false);
   }
 
   /** A local subscription is in the channel; the function ends it. Idempotent. */
@@ -140,6 +158,7 @@ export class Presence {
       entry = { member, conns: 1, timer: null };
       members.set(key, entry);
       this.#send(`ev.${subjectToken(channel)}`, { op: "add", node: this.node, member });
+      if (this.#ledger) this.#sendLedger({ op: "add", node: this.node, channel, member });
     }
     const own = entry;
     let released = false;
@@ -153,6 +172,7 @@ export class Presence {
         members.delete(key);
         if (members.size === 0 && this.#local.get(channel) === members) this.#local.delete(channel);
         this.#send(`ev.${subjectToken(channel)}`, { op: "remove", node: this.node, key });
+        if (this.#ledger) this.#sendLedger({ op: "remove", node: this.node, channel, key });
       }, this.#leaveDelayMs);
       own.timer.unref();
     };
@@ -216,6 +236,7 @@ export class Presence {
     for (const view of this.#views.values()) view.stop();
     this.#views.clear();
     for (const gather of this.#gathers.values()) gather.done();
+    this.#ledger?.clear();
     this.#stopSubscriptions();
   }
 
@@ -228,6 +249,47 @@ export class Presence {
     const payload = JSON.stringify(wire);
     if (this.#bus) this.#bus.publish(topic, payload);
     else this.#queued?.push([topic, payload]);
+  }
+
+  #sendLedger(change: LedgerChange): void {
+    if (this.#closed) return;
+    const payload = JSON.stringify(change);
+    if (this.#bus) this.#bus.publish("members", payload);
+    else this.#queued?.push(["members", payload]);
+  }
+
+  #onLedgerWire(payload: string): void {
+    let change: LedgerChange;
+    try {
+      change = JSON.parse(payload) as LedgerChange;
+    } catch {
+      return;
+    }
+    if (typeof change.node !== "string" || typeof change.channel !== "string") return;
+    this.#ledger?.change(change);
+  }
+
+  /**
+   * Reads every node's members of every channel into the ledger. The first read is silent (those members
+   * were reported when they came) and skips this node's own answer, which its announcements carry in order.
+   */
+  async #syncLedger(announce: boolean): Promise<void> {
+    const ledger = this.#ledger;
+    if (!ledger || this.#closed || (announce && ledger.holding)) return;
+    ledger.hold();
+    const replies = await this.#gather("", false, true);
+    if (this.#closed) return;
+    const snapshot = new Map<string, ReadonlyArray<readonly [string, readonly Member[]]>>();
+    for (const [node, reply] of replies) if (announce || node !== this.node) snapshot.set(node, reply.all ?? []);
+    ledger.sync(snapshot, announce);
+  }
+
+  /** Whether this node reports what no announcement says (a node gone, a resync): the live node with the lowest id. */
+  #responsible(): boolean {
+    const now = Date.now();
+    // A node not heard for two heartbeats is taken for dead here, so two nodes dying at once leave a responsible one.
+    for (const [node, seen] of this.#nodes) if (node < this.node && now - seen <= 2 * this.#heartbeatMs) return false;
+    return true;
   }
 
   #onWire(payload: string): void {
@@ -261,6 +323,11 @@ export class Presence {
   }
 
   #answer(request: Wire & { op: "list" }): void {
+    if (request.all) {
+      const all = [...this.#local].map(([channel, members]) => [channel, [...members.values()].map((entry) => entry.member)] as const);
+      this.#send(`reply.${request.node}`, { op: "reply", node: this.node, req: request.req, all });
+      return;
+    }
     const members = [...(this.#local.get(request.channel)?.values() ?? [])].map((entry) => entry.member);
     const reply: Wire = request.keysOnly
       ? { op: "reply", node: this.node, req: request.req, keys: members.map(memberKey) }
@@ -269,7 +336,7 @@ export class Presence {
   }
 
   /** Asks every node for its members of `channel`; waits for all known nodes, or `gatherMs`. */
-  async #gather(channel: string, keysOnly: boolean): Promise<Map<string, Wire & { op: "reply" }>> {
+  async #gather(channel: string, keysOnly: boolean, all = false): Promise<Map<string, Wire & { op: "reply" }>> {
     await this.#started.catch(() => {
       throw new LadderError("unavailable", "presence is not connected to the other nodes yet");
     });
@@ -283,7 +350,7 @@ export class Presence {
         resolve();
       };
       this.#gathers.set(req, { replies, done });
-      this.#send("list", { op: "list", node: this.node, req, channel, keysOnly });
+      this.#send("list", all ? { op: "list", node: this.node, req, channel, keysOnly, all } : { op: "list", node: this.node, req, channel, keysOnly });
     });
     return replies;
   }
@@ -355,6 +422,7 @@ export class Presence {
   #dropNode(node: string, afterMs = 0): void {
     const drop = (): void => {
       if (afterMs > 0 && this.#nodes.has(node)) return;
+      this.#ledger?.dropNode(node);
       for (const [channel, view] of this.#views) for (const [key, on] of [...view.entries]) if (on.has(node)) this.#remove(channel, view, node, key);
     };
     if (afterMs === 0) return drop();
@@ -376,6 +444,7 @@ export class Presence {
 
   /** Re-reads every watched channel and sends the joins and leaves that the difference implies. */
   #resyncAll(): void {
+    void this.#syncLedger(true);
     for (const [channel, view] of this.#views) {
       void this.#gather(channel, false).then((replies) => {
         if (this.#views.get(channel) !== view) return;
