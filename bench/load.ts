@@ -35,6 +35,11 @@ export const CHANNEL = "bench";
 export function channelOf(i: number, channels: number): string {
   return channels <= 1 ? CHANNEL : `${CHANNEL}-${i % channels}`;
 }
+
+/** `?channel=…`: how a server that reads no JSON body or `join` frame (Nchan) learns the channel. */
+export function channelQuery(channel: string): string {
+  return `?channel=${encodeURIComponent(channel)}`;
+}
 const CURSOR_HEADER = /\r\nladder-cursor:\s*([^\r]*)/i;
 
 export interface Subscriber {
@@ -52,7 +57,10 @@ export interface ClientOptions {
   readonly h2?: H2Pool;
   /** How long-polls carry their cursor (default: Ladder's `since` query and `id`s). */
   readonly longPoll?: LongPollDialect;
-  /** A WebSocket is subscribed once open (no `join`), and every text frame is a message (Nchan). */
+  /**
+   * A WebSocket is subscribed once open (no `join`), and every text frame is a message (Nchan); its URL
+   * then names the channel ({@link channelQuery}), since no frame does.
+   */
   readonly webSocketSubscribedOnOpen?: boolean;
   /** Channels the subscribers are spread over, one after another (default 1: all on {@link CHANNEL}). */
   readonly channels?: number;
@@ -143,12 +151,12 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
 /** A WebSocket that joins the channel and stamps every `message` frame. */
 function webSocketSubscriber(options: ClientOptions, channel: string): Subscriber {
   const { metrics } = options;
-  const url = new URL("/api/ws", options.base);
+  const onOpen = options.webSocketSubscribedOnOpen === true;
+  const url = new URL(`/api/ws${onOpen ? channelQuery(channel) : ""}`, options.base);
   url.protocol = "ws:";
   const ws = new WebSocket(url, { perMessageDeflate: false });
   let closing = false;
   let joined = false;
-  const onOpen = options.webSocketSubscribedOnOpen === true;
   const ready = new Promise<void>((resolve, reject) => {
     ws.once("open", () => (onOpen ? resolve() : ws.send(JSON.stringify({ type: "join", room: channel }))));
     ws.on("message", (data: Buffer) => {
@@ -506,12 +514,17 @@ export class Publisher {
   readonly #agent: Agent;
   readonly #request: typeof request;
   readonly #channels: number;
+  readonly #channelInQuery: boolean;
   #seq = 0;
 
-  /** Messages go to `channels` channels in turn (see {@link channelOf}). */
-  constructor(base: URL, channels = 1) {
+  /**
+   * Messages go to `channels` channels in turn (see {@link channelOf}). With `channelInQuery` the URL names
+   * the channel too (`?channel=`, for Nchan, which does not read the body); the body is the same.
+   */
+  constructor(base: URL, channels = 1, options: { channelInQuery?: boolean } = {}) {
     this.#base = base;
     this.#channels = channels;
+    this.#channelInQuery = options.channelInQuery === true;
     // With TLS the publisher posts over HTTP/1.1 with TLS (the development certificate is not checked).
     const tls = base.protocol === "https:";
     this.#agent = tls
@@ -523,11 +536,12 @@ export class Publisher {
   #post(onSent: (stamp: number) => void): Promise<{ ok: boolean; roundTripMs: number }> {
     const t = nowMs();
     const seq = this.#seq++;
-    const body = `{"channel":"${channelOf(seq, this.#channels)}","data":{"t":${t},"seq":${seq}}}`;
+    const channel = channelOf(seq, this.#channels);
+    const body = `{"channel":"${channel}","data":{"t":${t},"seq":${seq}}}`;
     onSent(t);
     return new Promise((resolve) => {
       const req = this.#request(
-        new URL("/api/messages", this.#base),
+        new URL(`/api/messages${this.#channelInQuery ? channelQuery(channel) : ""}`, this.#base),
         { method: "POST", agent: this.#agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
         (res) => {
           res.resume();

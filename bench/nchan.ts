@@ -10,6 +10,12 @@
  *   `If-Modified-Since`/`If-None-Match`, Nchan's own cursor);
  * - `GET /api/stream` is an EventSource (`nchan_subscriber eventsource`);
  * - `/api/ws` is a WebSocket subscriber (`nchan_subscriber websocket`), subscribed on connect.
+ *
+ * Each of these takes its channel from the `channel` query argument (`bench` without one), as Ladder's SSE
+ * and long-poll URLs carry it: Nchan cannot read it from a JSON body or a `join` frame, so its publisher
+ * and WebSocket clients add `?channel=` (see {@link channelQuery}). `POST /pub/<channel>` is Nchan's own
+ * publisher URL, which the publish mode drives (`GET` on it reports the channel: queued messages,
+ * subscribers).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -17,7 +23,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServerStats } from "./ipc.js";
-import type { LongPollDialect } from "./load.js";
+import { channelQuery, type LongPollDialect } from "./load.js";
 import { onKillAll, readCpuUs, readRssKb, type BenchServer } from "./proc.js";
 
 const NGINX_CANDIDATES = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"];
@@ -42,7 +48,14 @@ export function findNchan(): NchanInstall | string {
 /** Patterns the bench runs against Nchan (it has no interval poll with Ladder's contract; TLS is left out). */
 export const NCHAN_PATTERNS: ReadonlySet<string> = new Set(["sse", "websocket", "long-poll"]);
 
-function nginxConfig(dir: string, port: number, module: string | null, maxConnections: number): string {
+/** Publish scenarios Nchan has a form for: single messages over HTTP (it has no batch, and no WebSocket publish with acks). */
+export const NCHAN_PUBLISH_SCENARIOS: ReadonlySet<string> = new Set(["http"]);
+
+/** Messages Nchan keeps per channel, as Ladder's `historySize` and the baseline's array. */
+export const NCHAN_MESSAGES_KEPT = 1000;
+
+/** The configuration of one case's nginx (exported for the bench's test). */
+export function nginxConfig(dir: string, port: number, module: string | null, maxConnections: number): string {
   return `# Written by Ladder's bench for one case; removed after it.
 ${module ? `load_module ${module};` : ""}
 daemon off;
@@ -62,8 +75,13 @@ http {
   keepalive_requests 1000000;
   keepalive_timeout 60s;
   tcp_nodelay on;
-  nchan_message_buffer_length 1000;
+  nchan_message_buffer_length ${NCHAN_MESSAGES_KEPT};
   nchan_message_timeout 10m;
+  # The channel a request names (?channel=), the one channel of the fan-out cases without it.
+  map $arg_channel $bench_channel {
+    "" bench;
+    default $arg_channel;
+  }
   server {
     listen 127.0.0.1:${port} backlog=4096;
     # One URL for publishing and long-polling, as Ladder's: nchan_pubsub's http type would answer a
@@ -71,21 +89,26 @@ http {
     if ($request_method = POST) { rewrite ^/api/messages$ /publish last; }
     location = /publish {
       internal;
-      nchan_channel_id bench;
+      nchan_channel_id $bench_channel;
+      nchan_publisher http;
+    }
+    # Nchan's own publisher URL (publish mode): POST publishes the body, GET reports the channel.
+    location ~ ^/pub/([^/]+)$ {
+      nchan_channel_id $1;
       nchan_publisher http;
     }
     location = /api/messages {
-      nchan_channel_id bench;
+      nchan_channel_id $bench_channel;
       nchan_subscriber longpoll;
       nchan_subscriber_timeout 25s;
     }
     location = /api/stream {
-      nchan_channel_id bench;
+      nchan_channel_id $bench_channel;
       nchan_subscriber eventsource;
       nchan_subscriber_first_message newest;
     }
     location = /api/ws {
-      nchan_channel_id bench;
+      nchan_channel_id $bench_channel;
       nchan_subscriber websocket;
       nchan_subscriber_first_message newest;
     }
@@ -201,6 +224,16 @@ export class NchanServer implements BenchServer {
     return { held: subscribers, sockets: subscribers, rssKb: this.rssKb(), heapUsed: 0, external: 0, cpuUserUs: 0, cpuSystemUs: 0 };
   }
 
+  /** What Nchan holds for `channel` (`GET /pub/<channel>`): messages kept and subscribers; null when it has no such channel. */
+  async channelInfo(channel: string): Promise<{ messages: number; subscribers: number } | null> {
+    const res = await fetch(`${this.url}/pub/${encodeURIComponent(channel)}`, { headers: { accept: "text/json" } });
+    const text = await res.text();
+    if (res.status === 404) return null;
+    if (!res.ok) throw new Error(`Nchan answered ${res.status} for channel ${channel}: ${text.slice(0, 200)}`);
+    const info = JSON.parse(text) as { messages: number; subscribers: number };
+    return { messages: info.messages, subscribers: info.subscribers };
+  }
+
   cpuUs(): number {
     return this.#pids().reduce((sum, pid) => sum + readCpuUs(pid), 0);
   }
@@ -245,11 +278,11 @@ export class NchanServer implements BenchServer {
  * `If-Modified-Since` and `If-None-Match`. An answer carries one message; a timeout answers 304.
  */
 export const NCHAN_LONG_POLL: LongPollDialect = {
-  // One channel per Nchan case: its location names it, so the channel argument is not needed here.
-  request(_channel, since) {
-    if (since === null) return { path: "/api/messages", headers: "" };
+  request(channel, since) {
+    const path = `/api/messages${channelQuery(channel)}`;
+    if (since === null) return { path, headers: "" };
     const [modified, tag] = since.split("\n");
-    return { path: "/api/messages", headers: `if-modified-since: ${modified}\r\nif-none-match: ${tag}\r\n` };
+    return { path, headers: `if-modified-since: ${modified}\r\nif-none-match: ${tag}\r\n` };
   },
   cursor(head) {
     const modified = /\r\nlast-modified:\s*([^\r]*)/i.exec(head)?.[1];

@@ -4,6 +4,8 @@
  * - `http`: single messages, `POST /api/messages` over HTTP/1.1 keep-alive, driven by h2load (nghttp2-client)
  *   with `--h2load-connections` (20) connections, one request in flight on each;
  * - `http-batch`: the same with `--batch` (100) messages per request (`{"messages":[…]}`; Ladder only);
+ *   Nchan (when installed) runs `http` alone, `POST /pub/bench` with the same body, and its single-message
+ *   rate is the reference Ladder's batch rate is set against (issue 18);
  * - `ws`: WebSocket publishes with acks, over 1 connection and over 100 (`--ws-connections`), each
  *   connection keeping a window of publishes in flight; `ws-batch`: `--batch` messages per frame;
  * - `history`: the server's memory per channel holding history — `--channels` channels (10,000 unless given)
@@ -22,8 +24,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { WebSocket } from "ws";
 import type { Impl } from "./ipc.js";
+import { NCHAN_MESSAGES_KEPT, NCHAN_PUBLISH_SCENARIOS, NchanServer, type NchanInstall } from "./nchan.js";
 import type { BenchOptions } from "./options.js";
-import { readCpuUs, ServerHandle, type Pinning } from "./proc.js";
+import { ServerHandle, type BenchServer, type Pinning } from "./proc.js";
 import { cleanup, engineUrl, type EngineName } from "./engines.js";
 import { table } from "./report.js";
 
@@ -32,7 +35,7 @@ export const PUBLISH_SCENARIOS: readonly PublishScenario[] = ["http", "http-batc
 
 export interface PublishCaseResult {
   readonly scenario: PublishScenario;
-  readonly impl: Impl | "nchan";
+  readonly impl: Impl;
   readonly engine: EngineName | "-";
   /** Client connections (h2load's or WebSockets). */
   readonly connections: number;
@@ -51,15 +54,17 @@ export interface PublishCaseResult {
   readonly brokerReadsPerMessage: number;
   /** `history`: server RSS growth after GC per channel, kB. */
   readonly kbPerChannel: number;
+  /** Messages the channel held after the run, as the server reports it (Nchan; NaN where not read). */
+  readonly kept: number;
   readonly notes: string[];
 }
 
 /**
- * Where publishes go: Ladder and the baseline answer `POST /api/messages`; another server (Nchan's
- * `POST /pub/<channel>`, started by its own bench support) fits by giving its pid, url and path.
+ * Where publishes go: Ladder and the baseline answer `POST /api/messages`; Nchan `POST /pub/<channel>`
+ * (bench/nchan.ts).
  */
 export interface PublishTarget {
-  readonly impl: Impl | "nchan";
+  readonly impl: Impl;
   readonly pid: number;
   readonly url: string;
   /** Path and body of a single publish of `data` (JSON text) on `channel`. */
@@ -70,8 +75,20 @@ export interface PublishTarget {
 const DATA = '{"t":1732540000000.123,"seq":12345,"text":"hello world, this is a message of about 120 bytes.."}';
 const CHANNEL = "bench";
 
-export function ladderTarget(impl: Impl, server: ServerHandle): PublishTarget {
-  return { impl, pid: server.pid, url: server.url, single: (channel, data) => ({ path: "/api/messages", body: `{"channel":"${channel}","data":${data}}` }) };
+function singleBody(channel: string, data: string): string {
+  return `{"channel":"${channel}","data":${data}}`;
+}
+
+export function ladderTarget(impl: Impl, server: BenchServer): PublishTarget {
+  return { impl, pid: server.pid, url: server.url, single: (channel, data) => ({ path: "/api/messages", body: singleBody(channel, data) }) };
+}
+
+/**
+ * Nchan's publisher URL names the channel, and it keeps the posted body whole as the message: it gets the
+ * very bytes Ladder gets (123 of them), so both parse, store and answer the same request.
+ */
+export function nchanTarget(server: NchanServer): PublishTarget {
+  return { impl: "nchan", pid: server.pid, url: server.url, single: (channel, data) => ({ path: `/pub/${channel}`, body: singleBody(channel, data) }) };
 }
 
 function batchBody(batch: number): string {
@@ -98,15 +115,15 @@ function h2load(url: string, bodyFile: string, requests: number, connections: nu
   });
 }
 
-/** CPU of the server and of this process (the WebSocket load) over `run`. */
-async function measured<T>(pid: number, run: () => Promise<T>): Promise<{ value: T; serverUs: number; clientUs: number; ms: number }> {
-  const before = readCpuUs(pid);
+/** CPU of the server (all its processes: nginx's master and worker) and of this process (the WebSocket load) over `run`. */
+async function measured<T>(server: BenchServer, run: () => Promise<T>): Promise<{ value: T; serverUs: number; clientUs: number; ms: number }> {
+  const before = server.cpuUs();
   const client = process.cpuUsage();
   const start = performance.now();
   const value = await run();
   const ms = performance.now() - start;
   const used = process.cpuUsage(client);
-  return { value, serverUs: readCpuUs(pid) - before, clientUs: used.user + used.system, ms };
+  return { value, serverUs: server.cpuUs() - before, clientUs: used.user + used.system, ms };
 }
 
 interface WsRun {
@@ -241,23 +258,28 @@ export async function runPublishCase(
   options: BenchOptions,
   pinning: Pinning,
   log: (line: string) => void,
+  nchan: NchanInstall | null = null,
 ): Promise<PublishCaseResult> {
   const tag = `${process.pid}_p${++caseSeq}`;
+  if (impl === "nchan" && (!nchan || !NCHAN_PUBLISH_SCENARIOS.has(scenario))) throw new Error(`no nchan case for publish ${scenario}${nchan ? "" : " without nginx and its Nchan module"}`);
   const redis = engine === "redis" && impl === "ladder" ? await privateRedis() : null;
   if (redis) options = { ...options, redisUrl: redis.url };
   const engineArg = impl === "ladder" ? engineUrl(engine, options, tag) : undefined;
-  const server = await ServerHandle.start(impl, {
-    cpu: pinning.serverCpu,
-    taskset: pinning.taskset,
-    maxConnections: 10_000,
-    profileDir: options.profileDir,
-    ...(engineArg ? { engine: engineArg } : {}),
-  });
-  const target = ladderTarget(impl, server);
+  const server: BenchServer =
+    impl === "nchan"
+      ? await NchanServer.start(nchan!, { cpu: pinning.serverCpu, taskset: pinning.taskset, maxConnections: 10_000 })
+      : await ServerHandle.start(impl, {
+          cpu: pinning.serverCpu,
+          taskset: pinning.taskset,
+          maxConnections: 10_000,
+          profileDir: options.profileDir,
+          ...(engineArg ? { engine: engineArg } : {}),
+        });
+  const target = server instanceof NchanServer ? nchanTarget(server) : ladderTarget(impl, server);
   const dir = mkdtempSync(join(tmpdir(), "ladder-bench-publish-"));
   const notes: string[] = [];
   const batch = scenario === "http-batch" || scenario === "ws-batch" ? options.batch : 1;
-  const base = { scenario, impl, engine: impl === "ladder" ? engine : ("-" as const), connections, batch, kbPerChannel: NaN, brokerCommandsPerMessage: NaN, brokerReadsPerMessage: NaN, notes };
+  const base = { scenario, impl, engine: impl === "ladder" ? engine : ("-" as const), connections, batch, kbPerChannel: NaN, kept: NaN, brokerCommandsPerMessage: NaN, brokerReadsPerMessage: NaN, notes };
   try {
     if (scenario === "history") {
       const channels = options.channels > 1 ? options.channels : 10_000;
@@ -283,6 +305,7 @@ export async function runPublishCase(
     const redisBefore = redis ? await redisCounts(redis.url) : null;
     let messages = 0;
     let failed = 0;
+    let kept = NaN;
     let run: { serverUs: number; clientUs: number; ms: number };
     if (scenario === "http" || scenario === "http-batch") {
       const file = join(dir, "body.json");
@@ -290,17 +313,25 @@ export async function runPublishCase(
       const url = `${target.url}${target.single(CHANNEL, DATA).path}`;
       const requests = Math.max(connections, Math.round(options.publishCount / batch));
       // Warm-up: JIT and first buffers are not charged to the measured run.
-      await h2load(url, file, Math.max(connections, Math.round(requests / 5)), connections);
-      const timed = await measured(server.pid, () => h2load(url, file, requests, connections));
+      const warm = await h2load(url, file, Math.max(connections, Math.round(requests / 5)), connections);
+      const timed = await measured(server, () => h2load(url, file, requests, connections));
       messages = timed.value.ok * batch;
       failed = (timed.value.requests - timed.value.ok) * batch;
       run = { ...timed, ms: timed.value.seconds * 1000 };
       notes.push("client CPU is h2load's (not measured)");
+      if (server instanceof NchanServer) {
+        // A 2xx is Nchan's word that it stored the message: the channel must hold the newest 1,000 of them.
+        const info = await server.channelInfo(CHANNEL);
+        kept = info?.messages ?? 0;
+        const due = Math.min(NCHAN_MESSAGES_KEPT, warm.ok + timed.value.ok);
+        log(`  ${warm.ok + timed.value.ok} publishes answered 2xx; Nchan's channel ${CHANNEL} holds ${kept} messages (${due} expected)`);
+        if (kept !== due) notes.push(`Nchan's channel holds ${kept} messages, ${due} expected`);
+      }
     } else {
       const frames = Math.max(connections, Math.round(options.publishCount / batch));
       const window = batch > 1 ? 4 : Math.max(2, Math.ceil(256 / connections));
       await wsPublish(target.url, connections, Math.max(connections, Math.round(frames / 5)), window, batch);
-      const timed = await measured(server.pid, () => wsPublish(target.url, connections, frames, window, batch));
+      const timed = await measured(server, () => wsPublish(target.url, connections, frames, window, batch));
       run = timed;
       messages = timed.value.acked;
       failed = timed.value.failed;
@@ -319,6 +350,7 @@ export async function runPublishCase(
       ...base,
       messages,
       failed,
+      kept,
       seconds: run.ms / 1000,
       messagesPerSec: messages / (run.ms / 1000),
       cpuUsPerMessage: run.serverUs / Math.max(1, messages),
@@ -335,8 +367,11 @@ export async function runPublishCase(
   }
 }
 
-/** The cases of a `--publish` run: each scenario for Ladder (on each engine) and, where it has one, the baseline. */
-export function publishCases(options: BenchOptions): Array<{ scenario: PublishScenario; impl: Impl; engine: EngineName; connections: number }> {
+/**
+ * The cases of a `--publish` run: each scenario for Ladder (on each engine) and, where they have one, the
+ * baseline and (when installed) Nchan.
+ */
+export function publishCases(options: BenchOptions, nchanInstalled = false): Array<{ scenario: PublishScenario; impl: Impl; engine: EngineName; connections: number }> {
   const cases: Array<{ scenario: PublishScenario; impl: Impl; engine: EngineName; connections: number }> = [];
   const engines = options.engines ?? ["memory"];
   for (const scenario of options.publish ?? []) {
@@ -345,6 +380,7 @@ export function publishCases(options: BenchOptions): Array<{ scenario: PublishSc
       for (const impl of options.impls) {
         // The baseline has no batch form, and keeps one shared history rather than one per channel.
         if (impl === "baseline" && scenario !== "http" && scenario !== "ws") continue;
+        if (impl === "nchan" && (!nchanInstalled || !NCHAN_PUBLISH_SCENARIOS.has(scenario))) continue;
         for (const engine of impl === "ladder" ? engines : (["memory"] as const)) {
           if (scenario === "history" && engine !== "memory") continue;
           cases.push({ scenario, impl, engine, connections });
@@ -377,4 +413,30 @@ export function publishTable(results: readonly PublishCaseResult[]): string {
     ]),
     3,
   );
+}
+
+/**
+ * The issue-18 comparisons of a run, one line each: Ladder's batch rate against Nchan's single-message
+ * rate, and Ladder's single rate against the baseline's and Nchan's. "Per core" is 10⁶ ÷ CPU µs per
+ * message: what one saturated core would take, the figure a shared machine moves least.
+ */
+export function publishComparisons(results: readonly PublishCaseResult[]): string[] {
+  const find = (scenario: PublishScenario, impl: Impl): PublishCaseResult | undefined =>
+    results.find((r) => r.scenario === scenario && r.impl === impl && (impl !== "ladder" || r.engine === "memory") && r.messages > 0);
+  const g = (v: number): string => (Number.isFinite(v) ? Math.round(v).toLocaleString("en-US") : "-");
+  const f = (v: number): string => (Number.isFinite(v) ? v.toFixed(2) : "-");
+  const line = (label: string, a: PublishCaseResult | undefined, b: PublishCaseResult | undefined, goal = true): string[] => {
+    if (!a || !b) return [];
+    const perCore = (r: PublishCaseResult): number => 1e6 / r.cpuUsPerMessage;
+    return [
+      `${label}: ${f(a.messagesPerSec / b.messagesPerSec)}× measured (${g(a.messagesPerSec)} vs ${g(b.messagesPerSec)} msg/s), ` +
+        `${f(perCore(a) / perCore(b))}× per core (${g(perCore(a))} vs ${g(perCore(b))} msg/s at ${f(a.cpuUsPerMessage)} vs ${f(b.cpuUsPerMessage)} µs)${goal ? " — goal ≥ 1" : ""}`,
+    ];
+  };
+  const batch = find("http-batch", "ladder");
+  return [
+    ...line(`ladder http-batch (${batch?.batch ?? "-"}/request) ÷ nchan http (single)`, batch, find("http", "nchan")),
+    ...line("ladder http ÷ baseline http", find("http", "ladder"), find("http", "baseline")),
+    ...line("ladder http ÷ nchan http (for reference)", find("http", "ladder"), find("http", "nchan"), false),
+  ];
 }

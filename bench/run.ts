@@ -9,8 +9,8 @@ import { fileURLToPath } from "node:url";
 import { engineTable, runEngines } from "./engines.js";
 import { runWorkersBench, workersTable } from "./workers.js";
 import { parseOptions, USAGE, type BenchOptions } from "./options.js";
-import { findNchan, NCHAN_PATTERNS } from "./nchan.js";
-import { publishCases, publishTable, runPublishCase, type PublishCaseResult } from "./publish.js";
+import { findNchan, NCHAN_PATTERNS, NCHAN_PUBLISH_SCENARIOS } from "./nchan.js";
+import { publishCases, publishComparisons, publishTable, runPublishCase, type PublishCaseResult } from "./publish.js";
 import { checkFdLimit, CLOCK_TICKS, installCleanup, killAllChildren, pinCores, waitForQuiet } from "./proc.js";
 import { medianOf, medianResults, ratios, ratioTable, resultsTable } from "./report.js";
 import { runCase, type CaseResult } from "./scenario.js";
@@ -56,10 +56,11 @@ async function main(): Promise<number> {
     `cpu: ${cpuCount} x ${cpus()[0]?.model ?? "?"}; ${pinning.note}`,
     `fd limit: ${fd.note}; node ${process.version}; CLK_TCK ${CLOCK_TICKS}`,
   ];
-  // Nchan joins the run when installed; without it the bench says so and goes on.
-  const nchanFound = options.impls.includes("nchan") && !options.engines ? findNchan() : null;
+  // Nchan joins the run when installed; without it the bench says so and goes on. Engine mode is Ladder's alone.
+  const nchanFound = options.impls.includes("nchan") && (options.publish || !options.engines) ? findNchan() : null;
   const nchan = nchanFound !== null && typeof nchanFound !== "string" ? nchanFound : null;
-  if (nchan) header.push(`nchan: ${nchan.nginx} with ${nchan.module ?? "Nchan built in"} (patterns ${[...NCHAN_PATTERNS].join(",")})`);
+  const nchanCases = options.publish ? `publish ${[...NCHAN_PUBLISH_SCENARIOS].join(",")}` : `patterns ${[...NCHAN_PATTERNS].join(",")}`;
+  if (nchan) header.push(`nchan: ${nchan.nginx} with ${nchan.module ?? "Nchan built in"} (${nchanCases})`);
   else if (typeof nchanFound === "string") header.push(`nchan: left out: ${nchanFound}`);
   for (const line of header) process.stdout.write(`${line}\n`);
 
@@ -79,10 +80,10 @@ async function main(): Promise<number> {
     // Publish mode: publish rates with nobody subscribed; repeated cases report their median.
     const runs: PublishCaseResult[] = [];
     for (let round = 1; round <= options.repeat; round++) {
-      for (const c of publishCases(options)) {
+      for (const c of publishCases(options, nchan !== null)) {
         log(`[publish ${c.scenario} / ${c.impl}${c.impl === "ladder" ? ` / ${c.engine}` : ""} / ${c.connections} conns${options.repeat > 1 ? ` / run ${round} of ${options.repeat}` : ""}]`);
         if (options.waitQuietSeconds > 0) await waitForQuiet(options.waitQuietSeconds);
-        const r = await runPublishCase(c.scenario, c.impl, c.engine, c.connections, options, pinning, log);
+        const r = await runPublishCase(c.scenario, c.impl, c.engine, c.connections, options, pinning, log, nchan);
         log(`  ${Math.round(r.messagesPerSec)} msg/s, ${r.cpuUsPerMessage.toFixed(2)} µs CPU/msg, server ${r.serverCpuPercent.toFixed(0)}%${r.notes.length ? `; ${r.notes.join("; ")}` : ""}`);
         runs.push(r);
       }
@@ -90,10 +91,12 @@ async function main(): Promise<number> {
     const results = medianPublishResults(runs);
     if (options.repeat > 1) process.stdout.write(`\nmedians of ${options.repeat} runs per case\n`);
     process.stdout.write(`\n${publishTable(results)}\n`);
+    const comparisons = publishComparisons(results);
+    if (comparisons.length > 0) process.stdout.write(`\n${comparisons.join("\n")}\n`);
     for (const r of results.filter((e) => e.notes.length > 0)) process.stdout.write(`note ${r.scenario}/${r.impl}/${r.engine}/${r.connections}: ${r.notes.join("; ")}\n`);
     const out = options.out ?? DEFAULT_OUT.replace(/latest\.json$/, "publish-latest.json");
     mkdirSync(dirname(out), { recursive: true });
-    writeFileSync(out, `${JSON.stringify({ startedAt: started.toISOString(), finishedAt: new Date().toISOString(), options, results, runs: options.repeat > 1 ? runs : undefined }, null, 2)}\n`);
+    writeFileSync(out, `${JSON.stringify({ startedAt: started.toISOString(), finishedAt: new Date().toISOString(), options, results, comparisons, runs: options.repeat > 1 ? runs : undefined }, null, 2)}\n`);
     process.stdout.write(`\nwrote ${out}\n`);
     return 0;
   }

@@ -126,7 +126,7 @@ export async function runCase(
     ...(impl === "nchan" ? { longPoll: NCHAN_LONG_POLL, webSocketSubscribedOnOpen: true } : {}),
   };
   const subscribers: Subscriber[] = [];
-  const publisher = new Publisher(base, channels);
+  const publisher = new Publisher(base, channels, { channelInQuery: impl === "nchan" });
   // Subscribers and messages go round the channels alike, so each message has n / channels subscribers.
   const perMessage = n / channels;
   const holds = pattern !== "poll";
