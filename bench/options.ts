@@ -64,7 +64,8 @@ export const USAGE = `npm run bench -- [flags]
                       sse-h2: SSE over HTTP/2 with TLS, many streams per connection
   --h2-streams N      sse-h2 streams per HTTP/2 connection              (default 100, 1..10000)
   --impls LIST        ladder,baseline,nchan                            (default all three; nchan
-                      when nginx and its Nchan module are installed, on sse, websocket, long-poll)
+                      when nginx and its Nchan module are installed, on sse, websocket, long-poll
+                      and the publish mode's http)
   --poll-interval MS  interval of the poll reference pattern           (default 1000)
   --wait-quiet S      before each case wait up to S s for a second with the machine <15% busy
                       (for shared machines; default 0: do not wait)
@@ -86,7 +87,8 @@ export const USAGE = `npm run bench -- [flags]
   --redis-url URL     the broker of --engines redis                      (default redis://127.0.0.1:6379)
   --nats-url URL      the broker of --engines nats                       (default nats://127.0.0.1:4222)
   --publish LIST      publish mode: http,http-batch,ws,ws-batch,history (nobody subscribed; ladder on
-                      each of --engines, default memory; the baseline where it has the form)
+                      each of --engines, default memory; the baseline and Nchan where they have
+                      the form; --repeat and --wait-quiet apply)
   --batch N           messages per request / frame in http-batch and ws-batch  (default 100, 2..1000)
   --ws-connections L  WebSocket publishers of the ws scenarios, one case each  (default 1,100)
   --h2load-connections N  h2load connections of the HTTP scenarios           (default 20)
