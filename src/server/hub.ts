@@ -61,6 +61,18 @@ function destroyOnError(this: Duplex): void {
   this.destroy();
 }
 
+/**
+ * Hubs that serve their own HTTP server (`serve()`): nothing but the hub holds their requests and
+ * responses, so an SSE stream may take its socket from node:http (edge/take-socket.ts). A hub mounted in
+ * an app keeps node:http's objects, which the app's middleware may still watch.
+ */
+const servingOwnServer = new WeakSet<Hub>();
+
+/** Called by serve() for the hub it made. */
+export function markServingOwnServer(hub: Hub): void {
+  servingOwnServer.add(hub);
+}
+
 export class Hub {
   readonly options: ResolvedOptions;
   readonly engine: Engine;
@@ -467,7 +479,7 @@ export class Hub {
     const refusal = this.#admit();
     if (refusal) throw refusal;
     const release = this.#slot(req);
-    const stream = new SseConnection(this.#context, request, req, res, principal, identity);
+    const stream = new SseConnection(this.#context, request, req, res, principal, identity, servingOwnServer.has(this));
     this.#register(stream, release);
     await stream.start();
   }

@@ -6,7 +6,7 @@ import type { Server as NetServer } from "node:net";
 import { LadderError } from "../protocol/index.js";
 import type { HubRequest, HubResponse } from "./edge/http.js";
 import { endWithError } from "./edge/refusal.js";
-import { Hub } from "./hub.js";
+import { Hub, markServingOwnServer } from "./hub.js";
 import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_REQUEST_LIMITS } from "./edge/defaults.js";
 import { listen, type Listener, type RequestLimits } from "./edge/listen.js";
 import type { HubOptions } from "./options.js";
@@ -92,6 +92,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
   // Certificates first: a bad one fails serve() before a hub or a port is taken.
   const tls = options.tls === "self-signed" ? await selfSignedCredentials(host) : options.tls ? providedCredentials(options.tls) : null;
   const hub = new Hub(options);
+  markServingOwnServer(hub);
   const { fallback } = options;
   let listener: Listener;
   try {

@@ -23,6 +23,7 @@ import {
   type PresenceEvent,
   type PresenceList,
 } from "../../protocol/index.js";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Identity } from "../presence/member.js";
 import { presenceEnabled } from "../options.js";
@@ -32,6 +33,7 @@ import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
 import { abortResponse, isHttp2, outboundBytes, writeChunk, type HubRequest, type HubResponse } from "../edge/http.js";
 import { parseChannels } from "../edge/params.js";
+import { takeSocket } from "../edge/take-socket.js";
 import type { TransportContext } from "../core/context.js";
 import { onceEither, StreamConnection } from "../core/stream-connection.js";
 import type { Connection } from "./transport.js";
@@ -39,6 +41,22 @@ import type { Connection } from "./transport.js";
 const HEARTBEAT = Buffer.from(encodeComment());
 /** Sent when the stream's token expires, just before the stream ends; EventSource reconnects, so the app should refresh the token first. */
 const TOKEN_EXPIRED = Buffer.from(encodeEvent({ event: "error", data: JSON.stringify(errorBody(new LadderError("token_expired", "token expired")).error) }));
+/** The last chunk of a chunked body: what res.end() writes. */
+const LAST_CHUNK = Buffer.from("0\r\n\r\n", "latin1");
+/** How long an ended stream's socket of its own waits for the client to close before it is cut. */
+const LINGER_MS = 5000;
+
+const CRLF = Buffer.from("\r\n", "latin1");
+
+/** `chunk` as one HTTP/1.1 chunk (size line, data, CRLF): the bytes res.write() puts on a chunked response. */
+function asChunk(chunk: string | Buffer): Buffer {
+  const body = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+  return Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`, "latin1"), body, CRLF]);
+}
+const HEARTBEAT_CHUNK = asChunk(HEARTBEAT);
+
+/** Bytes a client sends on a stream's socket of its own can only be a pipelined request, never answered (as behind any endless response): read and dropped, so its close is still seen. */
+function discard(): void {}
 
 export interface SseRequest {
   readonly channels: readonly string[];
@@ -69,28 +87,35 @@ export function parseSseRequest(req: HubRequest, url: URL, context: TransportCon
 
 export class SseConnection extends StreamConnection implements Connection {
   readonly kind = "sse";
-  readonly #request: SseRequest;
-  readonly #req: HubRequest;
-  readonly #res: HubResponse;
+  #request: SseRequest | null;
+  #req: HubRequest | null;
+  /** Null once the stream owns its socket (see #own): node:http's request and response are let go then. */
+  #res: HubResponse | null;
+  /** The HTTP/1.1 socket this stream took over from node:http, written with chunks of its own. */
+  #socket: Socket | null = null;
   readonly #principal: Principal;
   readonly #multi: boolean;
+  readonly #takeSocket: boolean;
   #stopExpiry: () => void = NO_EXPIRY;
 
-  constructor(context: TransportContext, request: SseRequest, req: HubRequest, res: HubResponse, principal: Principal, identity: Identity | null) {
+  /** `takeSocket`: the hub serves its own HTTP server, so nothing else holds on to this request's response. */
+  constructor(context: TransportContext, request: SseRequest, req: HubRequest, res: HubResponse, principal: Principal, identity: Identity | null, takeSocket = false) {
     super(context, identity);
     this.#request = request;
     this.#req = req;
     this.#res = res;
     this.#principal = principal;
     this.#multi = request.channels.length > 1 || request.envelope;
+    this.#takeSocket = takeSocket;
     for (const [channel, id] of request.since) this.sent.set(channel, id);
   }
 
   /** Opens the stream and subscribes every channel, then tells the browser the cursor so a reconnect resumes from here. */
   async start(): Promise<void> {
-    const req = this.#req;
-    const res = this.#res;
-    const request = this.#request;
+    const req = this.#req!;
+    const res = this.#res!;
+    const request = this.#request!;
+    this.#request = null;
     res.once("close", () => this.destroy());
     req.socket.setNoDelay(true);
     const headers: Record<string, string> = {
@@ -109,6 +134,9 @@ export class SseConnection extends StreamConnection implements Connection {
     });
     await Promise.all(request.channels.map((channel) => this.subscribe(channel, request.since.get(channel) ?? null)));
     if (this.state !== "open") return;
+    // Only now: node:http has read the whole request by the time a subscription took its turn. (A
+    // response that is not HTTP/2's answers a node:http request.)
+    if (this.#takeSocket && !isHttp2(res)) this.#own(req as IncomingMessage, res);
     // A named event: EventSource's onmessage ignores it, but it sets lastEventId, so a reconnect before the
     // first message still resumes exactly; clients that listen for it learn each channel's cursor.
     const cursors: Record<string, MessageId> = {};
@@ -120,26 +148,50 @@ export class SseConnection extends StreamConnection implements Connection {
     await Promise.all(watched.map((channel) => this.watchPresence(channel)));
   }
 
+  /**
+   * Takes the socket from node:http (take-socket.ts) and lets go of the request and response: an idle
+   * stream then keeps its socket, this object and its subscriptions, not node:http's per-connection
+   * objects. Reads are dropped, the client's end or an error closes the stream, as node:http did.
+   */
+  #own(req: IncomingMessage, res: ServerResponse): void {
+    const socket = takeSocket(req, res);
+    if (socket === null) return;
+    this.#socket = socket;
+    this.#req = null;
+    this.#res = null;
+    socket.on("data", discard);
+    socket.on("end", () => this.destroy());
+    socket.on("error", () => this.#cut());
+    socket.once("close", () => this.destroy());
+  }
+
   protected corkable(): Corkable | null {
-    return isHttp2(this.#res) ? null : (this.#res.socket ?? null);
+    if (this.#socket !== null) return this.#socket;
+    const res = this.#res!;
+    return isHttp2(res) ? null : (res.socket ?? null);
   }
 
   protected bufferedBytes(): number {
-    return outboundBytes(this.#res);
+    return this.#socket !== null ? this.#socket.writableLength : outboundBytes(this.#res!);
   }
 
   protected onceDrained(callback: () => void): void {
+    if (this.#socket !== null) {
+      onceEither(this.#socket, "drain", "close", callback);
+      return;
+    }
     // Over HTTP/1.1 messages are written to the socket itself (see #rawSocket), so only the socket says
     // when they drained; it also drains for what res.write queued.
-    const res = this.#res;
+    const res = this.#res!;
     onceEither(isHttp2(res) ? res : (res.socket ?? res), "drain", "close", callback);
   }
 
   protected writeMessage(channel: string, delivery: Delivery): void {
     if (!this.#multi) {
-      const socket = this.#rawSocket();
-      if (socket !== null) socket.write(delivery.sseChunk);
-      else this.#write(delivery.sseEvent);
+      const socket = this.#socket ?? this.#rawSocket();
+      if (socket !== null) {
+        if (this.state !== "closed" && socket.writable) socket.write(delivery.sseChunk);
+      } else this.#write(delivery.sseEvent);
       return;
     }
     const { id, time } = delivery.message;
@@ -168,24 +220,44 @@ export class SseConnection extends StreamConnection implements Connection {
 
   protected dropSlowConsumer(): void {
     // Abort rather than end: ending would wait behind the very backlog that made it slow.
-    abortResponse(this.#res);
-    this.destroy();
+    this.#cut();
   }
 
   heartbeat(): void {
     // Written on every tick, busy or not, so a client can bound the silence it tolerates at two intervals.
-    this.#write(HEARTBEAT);
+    if (this.#socket !== null) this.#writeOwn(HEARTBEAT_CHUNK);
+    else this.#write(HEARTBEAT);
   }
 
   drain(): void {
-    this.#res.end();
+    this.#end();
   }
 
   destroy(): void {
     if (!this.finishClose()) return;
     this.#stopExpiry();
     this.releaseSubscriptions();
-    if (!this.#res.writableEnded) this.#res.end();
+    this.#end();
+  }
+
+  /** Ends the body. A socket of its own closes with it: node:http cannot take it back for another request. */
+  #end(): void {
+    const socket = this.#socket;
+    if (socket === null) {
+      if (!this.#res!.writableEnded) this.#res!.end();
+      return;
+    }
+    if (socket.writableEnded || socket.destroyed) return;
+    socket.end(LAST_CHUNK, () => socket.destroy());
+    // A client that stops reading would otherwise hold the socket: node:http bounds that with its keep-alive timeout.
+    socket.setTimeout(LINGER_MS, () => socket.destroy());
+  }
+
+  /** Breaks the stream off (the client sees it cut, not ended) and releases it. */
+  #cut(): void {
+    if (this.#socket !== null) this.#socket.destroy();
+    else abortResponse(this.#res!);
+    this.destroy();
   }
 
   #cursorFor(channel: string): string {
@@ -198,14 +270,23 @@ export class SseConnection extends StreamConnection implements Connection {
    * write of bytes shared by every stream then replaces res.write's three (size line, event, CRLF).
    */
   #rawSocket(): Socket | null {
-    const res = this.#res;
+    const res = this.#res!;
     if (this.state === "closed" || isHttp2(res) || !res.headersSent || res.writableEnded || !res.chunkedEncoding) return null;
     const socket = res.socket;
     return socket !== null && socket.writable ? socket : null;
   }
 
   #write(chunk: string | Buffer): void {
-    if (this.state === "closed" || this.#res.writableEnded) return;
-    writeChunk(this.#res, chunk);
+    if (this.#socket !== null) {
+      this.#writeOwn(asChunk(chunk));
+      return;
+    }
+    if (this.state === "closed" || this.#res!.writableEnded) return;
+    writeChunk(this.#res!, chunk);
+  }
+
+  #writeOwn(chunk: Buffer): void {
+    const socket = this.#socket!;
+    if (this.state !== "closed" && socket.writable && !socket.writableEnded) socket.write(chunk);
   }
 }
