@@ -7,6 +7,7 @@ import type { HubRequest, HubResponse } from "../server/edge/http.js";
 import { sendError } from "../server/edge/refusal.js";
 import { staticFiles } from "../server/edge/static.js";
 import { METRICS_OFF, METRICS_PATH } from "../server/metrics.js";
+import { DemoBoard } from "./demo-backfill.js";
 import { DemoPublisher, demoRoutes } from "./demo-publisher.js";
 import { RuntimeError } from "./remote.js";
 import { SettingsError, type resolveSettings } from "./settings.js";
@@ -32,17 +33,24 @@ export async function runServe(resolved: ReturnType<typeof resolveSettings>): Pr
   // The demo page and its publisher (POST /demo/publisher), only when the demo is on.
   const demo = settings.demo === false ? null : new DemoPublisher();
   const host = settings.host ?? "127.0.0.1";
-  const pages = demo ? demoRoutes(demo, staticFiles()) : undefined;
+  // The backfill panel: its board and the hook that repairs a gap in it, unless the operator has a backfill hook.
+  let historySize = settings.historySize ?? 0;
+  const board = demo ? new DemoBoard(() => historySize) : null;
+  const hooks = board && !settings.hooks?.backfill ? { ...settings.hooks, backfill: { url: await board.listenHook() } } : settings.hooks;
+  const pages = demo ? demoRoutes(demo, board!.routes(staticFiles())) : undefined;
   // The hub answers /metrics itself when metrics are on; off, the demo's routes would call it a missing page.
   const fallback = pages && !settings.metrics ? (req: HubRequest, res: HubResponse) => (new URL(req.url ?? "/", "http://x").pathname === METRICS_PATH ? sendError(res, METRICS_OFF) : pages(req, res)) : pages;
   // The demo's chat shows who is in the room; its anonymous tabs may name themselves (info, unverified).
   // (Not with workers on the memory engine, where each worker would list only its own members.)
   const sharedPresence = workers === 1 || /^(redis|rediss|nats):/.test(String(settings.engine ?? "memory"));
   const presence = settings.presence ?? (demo && sharedPresence ? { channels: ["demo.*"], anonymousInfo: true } : undefined);
-  const running = await (workers > 1 ? serveWorker : serve)({ ...settings, presence, logger, fallback }).catch((error: unknown) => {
+  const running = await (workers > 1 ? serveWorker : serve)({ ...settings, presence, logger, fallback, ...(hooks ? { hooks } : {}) }).catch((error: unknown) => {
+    board?.close();
     throw listenError(error, host, settings.port ?? 8080);
   });
   demo?.attach((channel, data) => running.hub.publish(channel, data));
+  historySize = running.hub.options.historySize;
+  board?.attach((channel, data) => running.hub.publish(channel, data));
   logger.info({ url: running.url, engine: running.hub.engine.name }, `ladder listening on ${running.url}`);
   // With workers, the primary says it once every worker listens.
   if (!logger.isLevelEnabled("info") && workers === 1) process.stdout.write(`ladder listening on ${running.url}\n`);
@@ -54,6 +62,7 @@ export async function runServe(resolved: ReturnType<typeof resolveSettings>): Pr
   }
   stopOnSignals(logger, "draining", () => {
     demo?.close();
+    board?.close();
     return running.close();
   });
 }
