@@ -1,5 +1,7 @@
-// The demo page: starts the three examples, the built-in publisher and the measured comparison.
+// The demo page: starts the three examples, the network conditions panel, the built-in publisher and the
+// measured comparison.
 import { Chat } from "./chat.js";
+import { LadderPanel } from "./ladder.js";
 import { Feed } from "./poll.js";
 import { Ticker } from "./sse.js";
 import { renderStats } from "./stats.js";
@@ -22,6 +24,7 @@ const wires = {
   "poll-wire": new WireView($("poll-wire")),
   "sse-wire": new WireView($("sse-wire")),
   "ws-wire": new WireView($("ws-wire")),
+  "ladder-wire": new WireView($("ladder-wire")),
 };
 
 const feed = new Feed({ wire: wires["poll-wire"], list: $("feed-list"), status: $("poll-status"), clock });
@@ -37,6 +40,7 @@ const chat = new Chat({
   error: $("chat-error"),
   clock,
 });
+const ladder = new LadderPanel({ wire: wires["ladder-wire"], root: $("ladder") });
 
 // ---- the publisher ----
 
@@ -198,6 +202,7 @@ const measuredCells = MEASURES.map(([label]) => {
 });
 
 function render() {
+  ladder.render();
   renderStats($("poll-stats"), feed.current);
   $("poll-stats-mode").textContent = feed.mode === "poll" ? "interval polling" : "long-polling";
   renderStats($("sse-stats"), ticker.stats, { emptyLabel: "Heartbeats", emptyValue: String(ticker.stats.overhead), emptyHint: "“:” lines keeping it open" });
@@ -223,6 +228,7 @@ async function boot() {
   feed.start("poll");
   ticker.start();
   chat.start();
+  await ladder.start();
   render();
   for (let i = 0; i < 2; i++) status = await publisherCall({}).catch(() => status);
   if (!status) $("publisher-status").textContent = "Publisher unavailable (this hub runs without the demo publisher)";
@@ -237,6 +243,7 @@ window.demo = {
   feed,
   ticker,
   chat,
+  ladder,
   clock,
   publisher,
   setPublisher,

@@ -8,6 +8,7 @@ import { sendError } from "../server/edge/refusal.js";
 import { staticFiles } from "../server/edge/static.js";
 import { METRICS_OFF, METRICS_PATH } from "../server/metrics.js";
 import { DemoBoard } from "./demo-backfill.js";
+import { DemoNetwork, demoNetworkRoutes } from "./demo-network.js";
 import { DemoPublisher, demoRoutes } from "./demo-publisher.js";
 import { RuntimeError } from "./remote.js";
 import { SettingsError, type resolveSettings } from "./settings.js";
@@ -32,25 +33,34 @@ export async function runServe(resolved: ReturnType<typeof resolveSettings>): Pr
   if (workers > 1 && cluster.isPrimary) return runPrimary(workers, settings, logger);
   // The demo page and its publisher (POST /demo/publisher), only when the demo is on.
   const demo = settings.demo === false ? null : new DemoPublisher();
+  // Its network conditions (GET/POST /demo/network, the lanes under /demo/net/) in one process only: with
+  // workers, a toggle would reach one worker and the page's connections others.
+  const network = demo && workers === 1 ? new DemoNetwork() : null;
   const host = settings.host ?? "127.0.0.1";
   // The backfill panel: its board and the hook that repairs a gap in it, unless the operator has a backfill hook.
   let historySize = settings.historySize ?? 0;
   const board = demo ? new DemoBoard(() => historySize) : null;
   const hooks = board && !settings.hooks?.backfill ? { ...settings.hooks, backfill: { url: await board.listenHook() } } : settings.hooks;
-  const pages = demo ? demoRoutes(demo, board!.routes(staticFiles())) : undefined;
+  const pages = demo ? demoRoutes(demo, board!.routes(network ? demoNetworkRoutes(network, staticFiles()) : staticFiles())) : undefined;
+  const fallbackUpgrade = network ? network.handleUpgrade.bind(network) : undefined;
   // The hub answers /metrics itself when metrics are on; off, the demo's routes would call it a missing page.
   const fallback = pages && !settings.metrics ? (req: HubRequest, res: HubResponse) => (new URL(req.url ?? "/", "http://x").pathname === METRICS_PATH ? sendError(res, METRICS_OFF) : pages(req, res)) : pages;
   // The demo's chat shows who is in the room; its anonymous tabs may name themselves (info, unverified).
   // (Not with workers on the memory engine, where each worker would list only its own members.)
   const sharedPresence = workers === 1 || /^(redis|rediss|nats):/.test(String(settings.engine ?? "memory"));
   const presence = settings.presence ?? (demo && sharedPresence ? { channels: ["demo.*"], anonymousInfo: true } : undefined);
-  const running = await (workers > 1 ? serveWorker : serve)({ ...settings, presence, logger, fallback, ...(hooks ? { hooks } : {}) }).catch((error: unknown) => {
+  const running = await (workers > 1 ? serveWorker : serve)({ ...settings, presence, logger, fallback, fallbackUpgrade, ...(hooks ? { hooks } : {}) }).catch((error: unknown) => {
     board?.close();
     throw listenError(error, host, settings.port ?? 8080);
   });
   demo?.attach((channel, data) => running.hub.publish(channel, data));
   historySize = running.hub.options.historySize;
   board?.attach((channel, data) => running.hub.publish(channel, data));
+  await network?.start(running.hub).catch(async (error: unknown) => {
+    board?.close();
+    await running.close();
+    throw error;
+  });
   logger.info({ url: running.url, engine: running.hub.engine.name }, `ladder listening on ${running.url}`);
   // With workers, the primary says it once every worker listens.
   if (!logger.isLevelEnabled("info") && workers === 1) process.stdout.write(`ladder listening on ${running.url}\n`);
@@ -60,9 +70,10 @@ export async function runServe(resolved: ReturnType<typeof resolveSettings>): Pr
     logger.warn({ fingerprint256: running.tls.fingerprint256 }, note);
     if (!logger.isLevelEnabled("warn")) process.stdout.write(`ladder: ${note}\n`);
   }
-  stopOnSignals(logger, "draining", () => {
+  stopOnSignals(logger, "draining", async () => {
     demo?.close();
     board?.close();
-    return running.close();
+    await running.close();
+    await network?.close();
   });
 }

@@ -2,7 +2,9 @@
  * A ready-to-run server around a hub — HTTP/1.1, or with TLS HTTP/2 and HTTP/1.1 on one port, or h2c
  * beside HTTP/1.1 (see listen.ts) — with a graceful drain on SIGTERM/SIGINT.
  */
+import type { IncomingMessage } from "node:http";
 import type { Server as NetServer } from "node:net";
+import type { Duplex } from "node:stream";
 import { LadderError } from "../protocol/index.js";
 import type { HubRequest, HubResponse } from "./edge/http.js";
 import { endWithError } from "./edge/refusal.js";
@@ -17,6 +19,11 @@ export interface ServeOptions extends HubOptions {
   readonly host?: string;
   /** Extra request handling for paths the hub does not own (the demo page, static files); HTTP/1.1 or HTTP/2. */
   readonly fallback?: (req: HubRequest, res: HubResponse) => void;
+  /**
+   * WebSocket upgrades (HTTP/1.1) on paths the hub does not own: return true when the socket was taken
+   * care of; false gets the hub's 404. Asked only after the hub's own path did not match.
+   */
+  readonly fallbackUpgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => boolean;
   /**
    * Serve https and wss: a PEM certificate (chain) and key, or `"self-signed"` for a development
    * certificate made at start, kept in memory only (its fingerprint is in {@link RunningServer.tls}).
@@ -93,7 +100,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
   const tls = options.tls === "self-signed" ? await selfSignedCredentials(host) : options.tls ? providedCredentials(options.tls) : null;
   const hub = new Hub(options);
   markServingOwnServer(hub);
-  const { fallback } = options;
+  const { fallback, fallbackUpgrade } = options;
   let listener: Listener;
   try {
     listener = await listen(
@@ -111,7 +118,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
       {
         request: (req, res) => hub.handleRequest(req, res, fallback ? () => fallback(req, res) : undefined),
         upgrade: (req, socket, head) => {
-          if (!hub.handleUpgrade(req, socket, head)) endWithError(socket, new LadderError("not_found", "no WebSocket endpoint here"));
+          if (!hub.handleUpgrade(req, socket, head) && !fallbackUpgrade?.(req, socket, head)) endWithError(socket, new LadderError("not_found", "no WebSocket endpoint here"));
         },
       },
     );
