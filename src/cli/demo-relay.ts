@@ -146,7 +146,7 @@ export function relayRequest(lane: RelayLane, target: RelayTarget, req: HubReque
     lane.closed(relay);
   };
   res.once("close", finish);
-  upstream.once("error", () => {
+  upstream.on("error", () => {
     if (!res.headersSent) sendError(res, unreachable());
     else abortResponse(res);
     finish();
@@ -171,6 +171,8 @@ export function relayRequest(lane: RelayLane, target: RelayTarget, req: HubReque
       relay.release();
       res.end();
     });
+    // A hub connection lost mid-answer reaches the browser as a cut, not as a short but ended body.
+    up.on("error", () => abortResponse(res));
     up.once("close", () => {
       if (!up.complete) abortResponse(res);
     });
