@@ -40,14 +40,16 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   protected readonly subscriptions = new Map<string, Subscription>();
   /** Last id written to the client per channel. */
   protected readonly sent = new Map<string, MessageId>();
-  readonly #conflated = new Map<string, Conflated>();
+  // The three Maps below are made on first use: most connections never conflate, join or watch presence,
+  // and an empty Map still costs ~170 bytes of heap, per idle connection (docs/performance.md).
+  #conflated: Map<string, Conflated> | null = null;
   #waitingForDrain = false;
   /** Who this connection is in presence lists; null for one that is never listed. */
   #identity: Identity | null;
   /** Per presence channel: how to leave it. */
-  readonly #memberships = new Map<string, () => void>();
+  #memberships: Map<string, () => void> | null = null;
   /** Per channel whose joins and leaves this connection receives: how to stop. */
-  readonly #watches = new Map<string, () => void>();
+  #watches: Map<string, () => void> | null = null;
 
   constructor(context: TransportContext, identity: Identity | null = null) {
     super();
@@ -90,8 +92,8 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   /** Listed as a member of a presence channel while subscribed (and a leave delay after). */
   #enter(channel: string): void {
     const presence = this.context.presence;
-    if (!presence || !this.#identity || this.state !== "open" || this.#memberships.has(channel) || !presenceEnabled(this.context.options, channel)) return;
-    this.#memberships.set(channel, presence.join(channel, { ...this.#identity, since: Date.now() }));
+    if (!presence || !this.#identity || this.state !== "open" || this.#memberships?.has(channel) || !presenceEnabled(this.context.options, channel)) return;
+    (this.#memberships ??= new Map()).set(channel, presence.join(channel, { ...this.#identity, since: Date.now() }));
   }
 
   /**
@@ -101,21 +103,22 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   protected async watchPresence(channel: string): Promise<void> {
     const presence = this.context.presence;
     if (!presence || !presenceEnabled(this.context.options, channel)) throw new LadderError("not_found", `presence is not enabled for channel ${channel}`);
-    if (this.#watches.has(channel)) return;
-    this.#watches.set(channel, () => {});
+    const watches = (this.#watches ??= new Map());
+    if (watches.has(channel)) return;
+    watches.set(channel, () => {});
     const { members, stop } = await presence.watch(channel, (event) => {
       if (this.state === "open") this.writePresenceEvent(event);
     });
-    if (this.state !== "open" || !this.#watches.has(channel)) return stop();
+    if (this.state !== "open" || !this.#watches?.has(channel)) return stop();
     this.#watches.set(channel, stop);
     this.writePresenceList({ channel, members: members.slice(0, this.context.options.presence!.maxMembers), count: members.length });
   }
 
   #leave(channel: string): void {
-    this.#memberships.get(channel)?.();
-    this.#memberships.delete(channel);
-    this.#watches.get(channel)?.();
-    this.#watches.delete(channel);
+    this.#memberships?.get(channel)?.();
+    this.#memberships?.delete(channel);
+    this.#watches?.get(channel)?.();
+    this.#watches?.delete(channel);
   }
 
   protected unsubscribe(channel: string): boolean {
@@ -123,7 +126,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     if (!subscription) return false;
     subscription.close();
     this.subscriptions.delete(channel);
-    this.#conflated.delete(channel);
+    this.#conflated?.delete(channel);
     this.sent.delete(channel);
     this.#leave(channel);
     return true;
@@ -133,13 +136,13 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
   protected releaseSubscriptions(): void {
     for (const subscription of this.subscriptions.values()) subscription.close();
     this.subscriptions.clear();
-    this.#conflated.clear();
-    for (const channel of [...this.#memberships.keys(), ...this.#watches.keys()]) this.#leave(channel);
+    this.#conflated = null;
+    for (const channel of [...(this.#memberships?.keys() ?? []), ...(this.#watches?.keys() ?? [])]) this.#leave(channel);
   }
 
   message(channel: string, delivery: Delivery, live: boolean): void {
     if (this.state !== "open") return;
-    const pending = this.#conflated.get(channel);
+    const pending = this.#conflated?.get(channel);
     if (pending) {
       pending.skipped = pending.latest.id;
       pending.latest = delivery;
@@ -150,7 +153,7 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
         this.dropSlowConsumer();
         return;
       }
-      this.#conflated.set(channel, { since: this.sent.get(channel) ?? null, latest: delivery, skipped: null });
+      (this.#conflated ??= new Map()).set(channel, { since: this.sent.get(channel) ?? null, latest: delivery, skipped: null });
       this.#waitForDrain();
       return;
     }
@@ -191,8 +194,8 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     this.onceDrained(() => {
       this.#waitingForDrain = false;
       if (this.state !== "open") return;
-      const pending = [...this.#conflated];
-      this.#conflated.clear();
+      const pending = [...(this.#conflated ?? [])];
+      this.#conflated = null;
       for (const [channel, { since, latest, skipped }] of pending) {
         if (skipped !== null) this.gap({ channel, reason: "conflated", since: since ?? skipped, resume: skipped });
         this.message(channel, latest, true);
