@@ -14,6 +14,7 @@ import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { WebSocket } from "ws";
 import { createClient, type WebSocketConstructor } from "../src/client/index.js";
 import { restartDelay, startPrimary } from "../src/cluster/primary.js";
+import { DEFAULT_MAX_CHANNELS, DEFAULT_MAX_LOG_BYTES } from "../src/engines/memory.js";
 import { pinTo, startCluster, type Cluster, type Pinned } from "./helpers/workers.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -175,6 +176,12 @@ describe("ladder serve --workers 2: one log, any worker", () => {
       assert.match(text, /^ladder_workers 2$/m);
       assert.match(text, /^ladder_connections\{transport="sse"\} 2$/m, text);
       assert.match(text, /^ladder_engine_ready\{engine="ipc"\} 1$/m);
+      // The shared log's budget, from the primary that holds it: reported once, not summed per worker.
+      assert.match(text, new RegExp(`^ladder_log_max_bytes ${DEFAULT_MAX_LOG_BYTES}$`, "m"), text);
+      assert.match(text, new RegExp(`^ladder_log_max_channels ${DEFAULT_MAX_CHANNELS}$`, "m"));
+      assert.match(text, /^ladder_log_retained_bytes [1-9]\d*$/m, "earlier cases published: the log retains bytes");
+      assert.match(text, /^ladder_log_channels [1-9]\d*$/m);
+      assert.match(text, /^ladder_log_evicted_messages_total 0$/m);
       const ready = await p.request("/readyz");
       assert.equal(ready.status, 200);
     }

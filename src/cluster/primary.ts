@@ -13,6 +13,7 @@ import type { Engine } from "../engines/engine.js";
 import { IpcEngineHost } from "../engines/ipc/host.js";
 import { workerPort } from "../engines/ipc/port.js";
 import { MemoryEngine } from "../engines/memory.js";
+import { registerLogMetrics } from "../server/metrics.js";
 import { resolveOptions, type HubOptions } from "../server/options.js";
 import { CONTROL_TAG, hostsEngine, isControlFrame, type MetricsJson, type PrimaryToWorker, type WorkerToPrimary } from "./control.js";
 
@@ -82,6 +83,8 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   collectDefaultMetrics({ register: registry });
   const workersGauge = new Gauge({ name: "ladder_workers", help: "Worker processes alive in this node (ladder serve --workers)", registers: [registry], aggregator: "sum" });
   const restartsCounter = new Counter({ name: "ladder_worker_restarts_total", help: "Workers restarted after dying", registers: [registry] });
+  // The workers' engine is a port to this log (IpcEngine has no stats), so its budget is reported here, once.
+  if (engine instanceof MemoryEngine) registerLogMetrics(registry, () => engine.stats());
 
   cluster.setupPrimary({
     ...(options.exec !== undefined ? { exec: options.exec } : {}),

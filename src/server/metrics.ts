@@ -84,7 +84,7 @@ export class HubMetrics implements HookObserver {
         this.set(source.stats().draining ? 1 : 0);
       },
     });
-    if (source.engineStats()) this.#logMetrics(source, registers);
+    if (source.engineStats()) registerLogMetrics(this.registry, () => source.engineStats());
     this.#published = new Counter({ name: "ladder_messages_published_total", help: "Messages published through this node", registers });
     this.#refused = new Counter({
       name: "ladder_refusals_total",
@@ -120,42 +120,6 @@ export class HubMetrics implements HookObserver {
     this.#hookFailures.inc({ hook, reason });
   }
 
-  /** The memory engine's budget: how full it is and what it evicted (docs/security.md, "Memory budget"). */
-  #logMetrics(source: MetricsSource, registers: Registry[]): void {
-    const read = <K extends keyof EngineStats>(key: K): EngineStats[K] | 0 => source.engineStats()?.[key] ?? 0;
-    const gauges: Array<[string, string, keyof EngineStats]> = [
-      ["ladder_log_retained_bytes", "Bytes of retained messages as the memory engine's budget counts them (data JSON + per-message overhead)", "retainedBytes"],
-      ["ladder_log_max_bytes", "The memory engine's budget of retained bytes (maxLogBytes)", "maxLogBytes"],
-      ["ladder_log_channels", "Channels the memory engine holds (retained messages or subscribers)", "channels"],
-      ["ladder_log_max_channels", "The memory engine's budget of channels (maxChannels)", "maxChannels"],
-    ];
-    for (const [name, help, key] of gauges) {
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          this.set(read(key));
-        },
-      });
-    }
-    const counters: Array<[string, string, keyof EngineStats]> = [
-      ["ladder_log_evicted_messages_total", "Messages the memory engine evicted to stay within its budget (not count or age trims)", "evictedMessages"],
-      ["ladder_log_evicted_channels_total", "Channels without subscribers the memory engine evicted to stay within its budget", "evictedChannels"],
-    ];
-    for (const [name, help, key] of counters) {
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          this.inc(read(key));
-        },
-      });
-    }
-  }
-
   published(): void {
     this.#published.inc();
   }
@@ -176,5 +140,45 @@ export class HubMetrics implements HookObserver {
   /** Serves another exposition at `/metrics`: a cluster worker serves the whole node's (src/cluster). */
   renderWith(render: () => Promise<{ contentType: string; body: string }>): void {
     this.#render = render;
+  }
+}
+
+/**
+ * The memory engine's budget: how full it is and what it evicted (docs/security.md, "Memory budget").
+ * Registered by the hub whose engine it is, and by a cluster's primary for the log its workers share.
+ */
+export function registerLogMetrics(registry: Registry, stats: () => EngineStats | undefined): void {
+  const registers = [registry];
+  const read = <K extends keyof EngineStats>(key: K): EngineStats[K] | 0 => stats()?.[key] ?? 0;
+  const gauges: Array<[string, string, keyof EngineStats]> = [
+    ["ladder_log_retained_bytes", "Bytes of retained messages as the memory engine's budget counts them (data JSON + per-message overhead)", "retainedBytes"],
+    ["ladder_log_max_bytes", "The memory engine's budget of retained bytes (maxLogBytes)", "maxLogBytes"],
+    ["ladder_log_channels", "Channels the memory engine holds (retained messages or subscribers)", "channels"],
+    ["ladder_log_max_channels", "The memory engine's budget of channels (maxChannels)", "maxChannels"],
+  ];
+  for (const [name, help, key] of gauges) {
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read(key));
+      },
+    });
+  }
+  const counters: Array<[string, string, keyof EngineStats]> = [
+    ["ladder_log_evicted_messages_total", "Messages the memory engine evicted to stay within its budget (not count or age trims)", "evictedMessages"],
+    ["ladder_log_evicted_channels_total", "Channels without subscribers the memory engine evicted to stay within its budget", "evictedChannels"],
+  ];
+  for (const [name, help, key] of counters) {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read(key));
+      },
+    });
   }
 }
