@@ -179,6 +179,42 @@ for (const kind of kinds) {
       watch.stop();
     });
 
+    test("member reports (webhooks): one per member over all nodes; a lost announcement at the resync and a dead node's members by the lowest live node", async (t) => {
+      if (!(await kind.available())) return t.skip(`${kind.name} not reachable`);
+      const ch = channel();
+      const reports: string[] = [];
+      const reporter = (name: string): PresenceOptions["onMember"] => (event, at, member) => void (at === ch && reports.push(`${name}:${event}:${member.client}`));
+      const [a, b, c] = [await node({ onMember: reporter("a"), resyncMs: 900 }), await node({ onMember: reporter("b"), resyncMs: 900 }), await node({ onMember: reporter("c"), resyncMs: 900 })];
+      const names = new Map([a, b, c].map((n, i) => [n.presence.node, "abc"[i]!]));
+      // The nodes hear each other's heartbeats (and read the others' members) first, as in a running cluster.
+      await sleep(400);
+      const lowest = (among: Array<typeof a>): string => names.get(among.map((n) => n.presence.node).sort()[0]!)!;
+
+      const onA = a.presence.join(ch, { client: "twin", since: 1 });
+      await until(() => reports.length === 1, "member_added");
+      const onB = b.presence.join(ch, { client: "twin", since: 2 });
+      await sleep(200);
+      assert.deepEqual(reports, ["a:member_added:twin"], "added once, by the node where it came");
+      onA();
+      await sleep(500);
+      assert.deepEqual(reports, ["a:member_added:twin"], "its connection on b keeps it");
+      onB();
+      await until(() => reports.length === 2, "member_removed");
+      await sleep(200);
+      assert.deepEqual(reports, ["a:member_added:twin", "b:member_removed:twin"], "removed once, by the node it left last");
+
+      c.bus.dropNext = /"op":"add","node":"[^"]+","channel"/;
+      c.presence.join(ch, { client: "quiet", since: 3 });
+      await until(() => reports.length === 3, "member_added found by a resync", 3000);
+      await sleep(1000);
+      assert.deepEqual(reports.slice(2), [`${lowest([a, b, c])}:member_added:quiet`], "one report, by the lowest node");
+
+      c.bus.cut = true;
+      await until(() => reports.length === 4, "member_removed after c died", 3000);
+      await sleep(500);
+      assert.deepEqual(reports.slice(3), [`${lowest([a, b])}:member_removed:quiet`], "one report, by the lowest survivor");
+    });
+
     test("a watcher that starts late gets the current members, then only changes", async (t) => {
       if (!(await kind.available())) return t.skip(`${kind.name} not reachable`);
       const [a, b] = [await node(), await node()];

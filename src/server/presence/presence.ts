@@ -44,7 +44,8 @@ export type PresenceListener = (event: PresenceEvent) => void;
 type Wire =
   | { readonly op: "add"; readonly node: string; readonly member: Member }
   | { readonly op: "remove"; readonly node: string; readonly key: string }
-  | { readonly op: "alive"; readonly node: string }
+  /** `ledger`: the node keeps a member ledger, so it may be the one that reports (ledger.ts). */
+  | { readonly op: "alive"; readonly node: string; readonly ledger?: true }
   | { readonly op: "bye"; readonly node: string }
   | { readonly op: "list"; readonly node: string; readonly req: string; readonly channel: string; readonly keysOnly: boolean; readonly all?: boolean }
   | {
@@ -103,6 +104,8 @@ export class Presence {
   /** When this node first heard the bus: until a heartbeat period has passed, it may not know every node yet. */
   #listeningSince = Number.POSITIVE_INFINITY;
   readonly #ledger: MemberLedger | null;
+  /** Nodes that said they keep a ledger: only they can be responsible for reports. */
+  readonly #ledgerNodes = new Set<string>();
   #closed = false;
 
   constructor(options: PresenceOptions) {
@@ -135,7 +138,7 @@ export class Presence {
     for (const [topic, payload] of this.#queued ?? []) bus.publish(topic, payload);
     this.#queued = null;
     if (this.#closed) return this.#stopSubscriptions();
-    this.#send("nodes", { op: "alive", node: this.node });
+    this.#send("nodes", this.#alive());
     const heartbeat = setInterval(() => this.#beat(), this.#heartbeatMs);
     heartbeat.unref();
     const resync = setInterval(() => this.#resyncAll(), this.#resyncMs);
@@ -284,12 +287,16 @@ export class Presence {
     ledger.sync(snapshot, announce);
   }
 
-  /** Whether this node reports what no announcement says (a node gone, a resync): the live node with the lowest id. */
+  /** Whether this node reports what no announcement says (a node gone, a resync): the live ledger node with the lowest id. */
   #responsible(): boolean {
     const now = Date.now();
     // A node not heard for two heartbeats is taken for dead here, so two nodes dying at once leave a responsible one.
-    for (const [node, seen] of this.#nodes) if (node < this.node && now - seen <= 2 * this.#heartbeatMs) return false;
+    for (const [node, seen] of this.#nodes) if (node < this.node && this.#ledgerNodes.has(node) && now - seen <= 2 * this.#heartbeatMs) return false;
     return true;
+  }
+
+  #alive(): Wire {
+    return this.#ledger ? { op: "alive", node: this.node, ledger: true } : { op: "alive", node: this.node };
   }
 
   #onWire(payload: string): void {
@@ -301,8 +308,9 @@ export class Presence {
     }
     if (typeof wire.node !== "string") return;
     // A node heard of for the first time learns of this one at once, rather than at its next heartbeat.
-    if (wire.op !== "bye" && !this.#nodes.has(wire.node) && wire.node !== this.node) this.#send("nodes", { op: "alive", node: this.node });
+    if (wire.op !== "bye" && !this.#nodes.has(wire.node) && wire.node !== this.node) this.#send("nodes", this.#alive());
     if (wire.op !== "bye") this.#nodes.set(wire.node, Date.now());
+    if (wire.op === "alive" && wire.ledger === true) this.#ledgerNodes.add(wire.node);
     switch (wire.op) {
       case "list":
         this.#answer(wire);
@@ -317,6 +325,7 @@ export class Presence {
       }
       case "bye":
         this.#nodes.delete(wire.node);
+        this.#ledgerNodes.delete(wire.node);
         this.#dropNode(wire.node, this.#leaveDelayMs);
         return;
     }
@@ -431,13 +440,14 @@ export class Presence {
   }
 
   #beat(): void {
-    this.#send("nodes", { op: "alive", node: this.node });
+    this.#send("nodes", this.#alive());
     const now = Date.now();
     this.#nodes.set(this.node, now);
     for (const [node, seen] of this.#nodes) {
       if (node === this.node || now - seen <= this.#nodeTimeoutMs) continue;
       this.#logger?.debug({ node }, "presence: node silent; its members leave");
       this.#nodes.delete(node);
+      this.#ledgerNodes.delete(node);
       this.#dropNode(node);
     }
   }
