@@ -142,6 +142,18 @@ test("demo network endpoint: bounded, documented refusals; a lane's conditions a
   const counts = ((await (await fetch(`${base}/demo/network?lane=${A}`)).json()) as LaneStatus).counts;
   assert.ok(counts.refused >= 1 && counts.dropped >= 3 && counts.cut >= 1, JSON.stringify(counts));
 
+  // One address holds at most 32 relayed connections (open streams here); the 33rd is refused with 429.
+  const streams = await Promise.all(Array.from({ length: 32 }, () => fetch(`${base}/demo/net/${B}/api/stream?channel=net.test`)));
+  assert.ok(streams.every((res) => res.status === 200));
+  const over = await fetch(`${base}/demo/net/${A}/api/stream?channel=net.test`);
+  assert.equal(over.status, 429);
+  assert.equal(await errorCode(over), "too_many_connections");
+  await streams.pop()!.body!.cancel();
+  await sleep(200);
+  const again = await fetch(`${base}/demo/net/${A}/api/stream?channel=net.test`);
+  assert.equal(again.status, 200, "a slot freed is a slot again");
+  for (const res of [...streams, again]) await res.body!.cancel();
+
   // --no-demo: no endpoint, no path, no upgrade.
   const off = await demoNode(t, false);
   for (const path of ["/demo/network?lane=lane-a-0001", `/demo/net/${A}/api/messages?channel=net.test`, `/demo/net/${A}/readyz`]) {

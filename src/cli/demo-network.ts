@@ -11,6 +11,8 @@
  *   400 bad_request / bad_json (a lane not 8–64 of A-Z a-z 0-9 _ -, another field, a value not boolean),
  *   405 method_not_allowed, 413 payload_too_large, 415 unsupported_media_type,
  *   503 unavailable (too many lanes in use, or the relay not started).
+ * The lanes themselves answer the hub's own codes, and 400 for a bad lane, 404 for a path that is not the
+ * hub's API or /readyz, 429 too_many_connections past 32 relayed connections from one address, 503 past 256 in all.
  */
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -37,6 +39,14 @@ export interface DemoNetworkOptions {
   readonly maxLanes?: number;
   /** Connections relayed at once, all lanes together. Default 256. */
   readonly maxRelays?: number;
+  /** Connections relayed at once for one peer address, so one visitor cannot take them all. Default 32. */
+  readonly maxRelaysPerPeer?: number;
+}
+
+/** How a lane tells the network that a relay opened or closed, for the bounds. */
+interface RelayCounter {
+  opened(peer: string): void;
+  closed(peer: string): void;
 }
 
 export interface LaneStatus {
@@ -49,28 +59,38 @@ export interface LaneStatus {
   readonly counts: Readonly<LaneCounts>;
 }
 
-class Lane implements RelayLane {
+class Lane {
   readonly conditions: NetConditions = { refuseWebSocket: false, bufferSse: false, dropAll: false };
   readonly counts: LaneCounts = { relayed: 0, refused: 0, dropped: 0, cut: 0, heldBytes: 0 };
-  readonly relays = new Set<Relay>();
+  /** Open relays and the peer address each is for. */
+  readonly relays = new Map<Relay, string>();
 
   constructor(
     readonly id: string,
-    private readonly network: { opened(): void; closed(): void },
+    private readonly network: RelayCounter,
   ) {}
 
-  opened(relay: Relay): void {
-    this.relays.add(relay);
-    this.network.opened();
+  /** The lane as one peer's relay sees it. */
+  for(peer: string): RelayLane {
+    return {
+      conditions: this.conditions,
+      counts: this.counts,
+      opened: (relay) => {
+        this.relays.set(relay, peer);
+        this.network.opened(peer);
+      },
+      closed: (relay) => this.closed(relay),
+    };
   }
 
   closed(relay: Relay): void {
-    if (this.relays.delete(relay)) this.network.closed();
+    const peer = this.relays.get(relay);
+    if (peer !== undefined && this.relays.delete(relay)) this.network.closed(peer);
   }
 
   /** Cuts the open connections of the given kinds. */
   cut(kinds: readonly RelayKind[]): void {
-    for (const relay of [...this.relays]) {
+    for (const relay of [...this.relays.keys()]) {
       if (!kinds.includes(relay.kind)) continue;
       this.counts.cut++;
       relay.cut();
@@ -80,7 +100,7 @@ class Lane implements RelayLane {
 
   status(): LaneStatus {
     const open: Record<RelayKind, number> = { request: 0, stream: 0, websocket: 0 };
-    for (const relay of this.relays) open[relay.kind]++;
+    for (const relay of this.relays.keys()) open[relay.kind]++;
     return { lane: this.id, prefix: `${DEMO_NET_PREFIX}${this.id}`, conditions: { ...this.conditions }, open, counts: { ...this.counts } };
   }
 }
@@ -92,16 +112,30 @@ function badLane(): LadderError {
 export class DemoNetwork {
   readonly #maxLanes: number;
   readonly #maxRelays: number;
+  readonly #maxPerPeer: number;
   readonly #lanes = new Map<string, Lane>();
   #relays = 0;
+  readonly #perPeer = new Map<string, number>();
   #server: Server | null = null;
   #port = 0;
   #hub: Hub | null = null;
-  readonly #counter = { opened: () => void this.#relays++, closed: () => void this.#relays-- };
+  readonly #counter: RelayCounter = {
+    opened: (peer) => {
+      this.#relays++;
+      this.#perPeer.set(peer, (this.#perPeer.get(peer) ?? 0) + 1);
+    },
+    closed: (peer) => {
+      this.#relays--;
+      const left = (this.#perPeer.get(peer) ?? 1) - 1;
+      if (left > 0) this.#perPeer.set(peer, left);
+      else this.#perPeer.delete(peer);
+    },
+  };
 
   constructor(options: DemoNetworkOptions = {}) {
     this.#maxLanes = options.maxLanes ?? 256;
     this.#maxRelays = options.maxRelays ?? 256;
+    this.#maxPerPeer = options.maxRelaysPerPeer ?? 32;
   }
 
   /**
@@ -148,7 +182,7 @@ export class DemoNetwork {
     // A proxy that starts refusing upgrades or buffering streams takes over the next connection: the open one is cut.
     if (now.refuseWebSocket && !was.refuseWebSocket) lane.cut(["websocket"]);
     if (now.bufferSse && !was.bufferSse) lane.cut(["stream"]);
-    if (!now.bufferSse && was.bufferSse) for (const relay of lane.relays) relay.release();
+    if (!now.bufferSse && was.bufferSse) for (const relay of lane.relays.keys()) relay.release();
     return lane.status();
   }
 
@@ -184,16 +218,29 @@ export class DemoNetwork {
     }
   }
 
+  /** Why a new relay for `peer` through `lane` is refused, or null. (A lane that drops everything takes any: it holds nothing.) */
+  #refusal(lane: Lane, peer: string): LadderError | null {
+    if (!this.#server) return new LadderError("unavailable", "the demo's network path is not started");
+    if (lane.conditions.dropAll) return null;
+    if (this.#relays >= this.#maxRelays) return new LadderError("unavailable", "too many connections through the demo's network path");
+    if ((this.#perPeer.get(peer) ?? 0) >= this.#maxPerPeer) return new LadderError("too_many_connections", `at most ${this.#maxPerPeer} connections through the demo's network path from one address`);
+    return null;
+  }
+
   /** Relays a request under the prefix; false for other paths. */
   handle(req: HubRequest, res: HubResponse): boolean {
     const hub = this.#hub;
     const paths = hub?.options.paths;
     const parsed = this.#parse(req.url ?? "/", (p) => p === "/readyz" || p === paths?.messages || p === paths?.stream || p === paths?.presence);
     if (parsed === null) return false;
-    if (parsed instanceof LadderError) sendError(res, parsed);
-    else if (!this.#server) sendError(res, new LadderError("unavailable", "the demo's network path is not started"));
-    else if (this.#relays >= this.#maxRelays && !parsed.lane.conditions.dropAll) sendError(res, new LadderError("unavailable", "too many connections through the demo's network path"));
-    else relayRequest(parsed.lane, { port: this.#port }, req, res, parsed.path);
+    if (parsed instanceof LadderError) {
+      sendError(res, parsed);
+      return true;
+    }
+    const peer = req.socket?.remoteAddress ?? "";
+    const refusal = this.#refusal(parsed.lane, peer);
+    if (refusal) sendError(res, refusal);
+    else relayRequest(parsed.lane.for(peer), { port: this.#port }, req, res, parsed.path);
     return true;
   }
 
@@ -202,10 +249,14 @@ export class DemoNetwork {
     const websocket = this.#hub?.options.paths.websocket;
     const parsed = this.#parse(req.url ?? "/", (p) => p === websocket);
     if (parsed === null) return false;
-    if (parsed instanceof LadderError) endWithError(socket, parsed);
-    else if (!this.#server) endWithError(socket, new LadderError("unavailable", "the demo's network path is not started"));
-    else if (this.#relays >= this.#maxRelays && !parsed.lane.conditions.dropAll) endWithError(socket, new LadderError("unavailable", "too many connections through the demo's network path"));
-    else relayUpgrade(parsed.lane, { port: this.#port }, req, socket, head, parsed.path);
+    if (parsed instanceof LadderError) {
+      endWithError(socket, parsed);
+      return true;
+    }
+    const peer = req.socket.remoteAddress ?? "";
+    const refusal = this.#refusal(parsed.lane, peer);
+    if (refusal) endWithError(socket, refusal);
+    else relayUpgrade(parsed.lane.for(peer), { port: this.#port }, req, socket, head, parsed.path);
     return true;
   }
 }
