@@ -222,6 +222,10 @@ export class Hub {
               identity = this.#identity(principal, null, null);
             }
           }
+          // From here the connection frees the slot when it closes, and ws listens for the socket's errors:
+          // the two listeners above would only cost each idle socket a once-wrapper and listener arrays.
+          socket.off("close", release);
+          socket.off("error", destroyOnError);
           const connection = new WebSocketConnection(this.#context, ws, socket, this.#publishFrame, this.#access, principal, ip, identity);
           this.#register(connection, release);
           connection.start();

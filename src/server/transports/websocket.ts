@@ -73,6 +73,9 @@ function readRoom(frame: Record<string, unknown>): string {
   return checkChannel(frame.room ?? frame.channel, "room");
 }
 
+/** Each socket's connection, for the listeners every socket shares. */
+const connectionOf = new WeakMap<WebSocket, WebSocketConnection>();
+
 export class WebSocketConnection extends StreamConnection implements Connection {
   readonly kind = "websocket";
   readonly #ws: WebSocket;
@@ -107,11 +110,28 @@ export class WebSocketConnection extends StreamConnection implements Connection 
       idle.unref();
       this.#firstFrame = idle;
     }
-    ws.on("message", (data, isBinary) => this.#onFrame(data as Buffer, isBinary));
-    ws.on("pong", () => (this.#lastSeen = Date.now()));
-    ws.on("close", () => this.destroy());
+    // Shared listeners that find the connection by its socket: four closures per socket (and the scope
+    // they keep) were ~0.3 KB of heap per idle WebSocket (docs/performance.md, "Idle connections").
+    connectionOf.set(ws, this);
+    ws.on("message", WebSocketConnection.#onMessage);
+    ws.on("pong", WebSocketConnection.#onPong);
+    ws.on("close", WebSocketConnection.#onEnd);
     // ws closes the socket itself on protocol errors (1002, 1007, 1009); the listener keeps them from throwing.
-    ws.on("error", () => this.destroy());
+    ws.on("error", WebSocketConnection.#onEnd);
+  }
+
+  static #onMessage(this: WebSocket, data: unknown, isBinary: boolean): void {
+    const connection = connectionOf.get(this);
+    if (connection) connection.#onFrame(data as Buffer, isBinary);
+  }
+
+  static #onPong(this: WebSocket): void {
+    const connection = connectionOf.get(this);
+    if (connection) connection.#lastSeen = Date.now();
+  }
+
+  static #onEnd(this: WebSocket): void {
+    connectionOf.get(this)?.destroy();
   }
 
   protected bufferedBytes(): number {
