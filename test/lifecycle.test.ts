@@ -5,12 +5,13 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { request, type IncomingMessage } from "node:http";
-import { connect } from "node:net";
+import { createServer, request, type IncomingMessage } from "node:http";
+import { connect, type AddressInfo } from "node:net";
 import { test } from "node:test";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { WebSocket } from "ws";
 import type { Gap } from "../src/protocol/index.js";
+import { outboundBytes } from "../src/server/edge/http.js";
 import { listeningUrl } from "./helpers/cli.js";
 import { openSse, openWs, publish, sleep, startHub } from "./helpers/server.js";
 
@@ -106,6 +107,65 @@ test("slow WebSocket consumer, policy disconnect: closed with 1008, and a rejoin
     const resumed = again.frames.filter((f) => f.type === "message").map((f) => f.id as string);
     assert.deepEqual(resumed, published.slice(got.length), "the rejoin gets exactly the rest, paced by the socket");
     await again.close();
+  } finally {
+    await running.close();
+  }
+});
+
+test("outboundBytes counts an HTTP/1.1 response's unsent bytes once (res.writableLength already holds the socket's)", async () => {
+  let reading: { held: number; counted: number } | null = null;
+  const server = createServer((_req, res) => {
+    // The body goes straight to the socket (as an SSE message does), so its length frames it.
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": "1000" });
+    res.flushHeaders();
+    setImmediate(() => {
+      // Corked, the bytes stay in the socket's buffer: exactly what a stream the batcher holds looks like.
+      res.socket!.cork();
+      res.socket!.write(Buffer.alloc(1000));
+      reading = { held: res.socket!.writableLength, counted: outboundBytes(res) };
+      res.socket!.uncork();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const { port } = server.address() as AddressInfo;
+    const body = await (await fetch(`http://127.0.0.1:${port}/`)).arrayBuffer();
+    assert.equal(body.byteLength, 1000);
+    assert.deepEqual(reading, { held: 1000, counted: 1000 });
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+test("a burst of large messages does not cut SSE readers that keep up (one channel and envelope streams)", async () => {
+  // The soak's bound: two 32 KiB messages in the same turn pass it only if the held bytes are counted twice.
+  const running = await startHub({ maxBufferedBytes: 64 * 1024 });
+  try {
+    const one = await openSse(`${running.url}/api/stream?channel=big`);
+    const envelope = await openSse(`${running.url}/api/stream?channel=big&channel=other&envelope=1`);
+    await one.waitFor(0, 2000, () => one.ready.length === 1, "ready");
+    await envelope.waitFor(0, 2000, () => envelope.ready.length === 1, "ready");
+    const big = "x".repeat(32 * 1024);
+    const pairs = 10;
+    for (let k = 0; k < pairs; k++) {
+      // Two at once: both reach the fan-out in one turn, while the write batcher holds the first.
+      await Promise.all([running.hub.publish("big", { i: 2 * k, big }), running.hub.publish("big", { i: 2 * k + 1, big })]);
+      const want = 2 * k + 2;
+      await one.waitFor(want, 5000, () => one.events.length >= want || running.hub.stats().byKind.sse < 2, `${want} events on both streams or a stream cut`);
+      await envelope.waitFor(want, 5000, () => envelope.events.length >= want || running.hub.stats().byKind.sse < 2, `${want} events on both streams or a stream cut`);
+      assert.equal(running.hub.stats().byKind.sse, 2, `both streams open after ${want} messages`);
+    }
+    const order = (s: typeof one, envelope: boolean) =>
+      s.events.map((e) => {
+        const data = JSON.parse(e.data) as { i: number; data?: { i: number } };
+        return envelope ? data.data!.i : data.i;
+      });
+    const all = Array.from({ length: 2 * pairs }, (_, i) => i);
+    assert.deepEqual(order(one, false), all);
+    assert.deepEqual(order(envelope, true), all);
+    one.close();
+    envelope.close();
   } finally {
     await running.close();
   }

@@ -16,13 +16,15 @@ export function isHttp2(res: HubResponse): res is Http2ServerResponse {
 
 /**
  * Bytes written to this response but not yet taken by the peer. On HTTP/1.1 that is the response's own
- * buffer plus the socket's, since the socket carries only this response. On HTTP/2 the socket is shared
- * by every stream of the session, and HTTP/2 flow control holds a stream's data in that stream's queue
- * when its peer stops reading: the stream's bufferSize is the figure that belongs to this response alone.
+ * buffer plus the socket's, since the socket carries only this response — and node's
+ * `res.writableLength` is already that sum (adding the socket's again counted every byte twice, so a
+ * stream was cut as a slow consumer at half its bound). On HTTP/2 the socket is shared by every stream
+ * of the session, and HTTP/2 flow control holds a stream's data in that stream's queue when its peer
+ * stops reading: the stream's bufferSize is the figure that belongs to this response alone.
  */
 export function outboundBytes(res: HubResponse): number {
   if (isHttp2(res)) return res.stream.bufferSize;
-  return res.writableLength + (res.socket?.writableLength ?? 0);
+  return res.writableLength;
 }
 
 /**
