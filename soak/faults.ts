@@ -4,6 +4,7 @@
  * and a random pause. The same seed gives the
  * same sequence of kinds, targets, shares and pauses; the system's own timing still varies from run to run.
  */
+import type { LoopLag } from "./lag.js";
 import type { Ledger, Track } from "./ledger.js";
 import { FREEZE_DETECT_MS, type ChannelLoad, type Publishers, type WsSubscriber } from "./load.js";
 import type { Topology } from "./topology.js";
@@ -35,6 +36,8 @@ export interface FaultRecord {
   readonly endedAt: number;
   /** Fault end to every subscriber caught up, ms (null while measuring). */
   recoveryMs: number | null;
+  /** The subscribers (subscriber/channel) that were still behind on the last look before recovery: who to look at when it is slow. */
+  lastBehind?: string[];
 }
 
 export interface FaultContext {
@@ -49,6 +52,8 @@ export interface FaultContext {
   /** Picks which connections a cut or a freeze hits: a stream of its own, so the schedule replays exactly. */
   readonly pick: () => number;
   readonly log: (line: string) => void;
+  /** The soak's own event-loop delay, named in a stall's report. */
+  readonly lag: LoopLag;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -142,11 +147,13 @@ async function measureRecovery(ctx: FaultContext, record: FaultRecord): Promise<
       record.recoveryMs = elapsed;
       return;
     }
+    record.lastBehind = late.map((t) => `${t.subscriber}/${t.channel}`);
     // Behind is allowed (a catch-up takes its time); behind with nothing delivered for the bound is not.
     for (const track of late) {
       const idle = now - Math.max(track.lastProgressAt, record.endedAt);
       if (idle > RECOVERY_BOUND_MS) {
-        ctx.ledger.stalled(track, `nothing delivered for ${idle} ms after ${record.kind} (${record.detail}) ended: at ${track.pos}, newest ${targets.get(track.channel)}`, [track.pos, targets.get(track.channel) ?? "-"]);
+        const own = ctx.lag.window(now - idle, now);
+        ctx.ledger.stalled(track, `nothing delivered for ${idle} ms after ${record.kind} (${record.detail}) ended: at ${track.pos}, newest ${targets.get(track.channel)}; the soak's own loop meanwhile: longest delay ${own.maxMs} ms, ${own.totalMs} ms in all`, [track.pos, targets.get(track.channel) ?? "-"]);
       }
     }
     if (elapsed > RECOVERY_GIVE_UP_MS) {
@@ -211,7 +218,8 @@ export class FaultSchedule {
       const record: FaultRecord = { kind, detail, startedAt, endedAt: Date.now(), recoveryMs: null };
       this.records.push(record);
       await measureRecovery(this.ctx, record);
-      this.ctx.log(`fault ${this.records.length}: ${kind} — ${detail}; recovered in ${record.recoveryMs} ms`);
+      const slowest = record.lastBehind && record.recoveryMs !== null && record.recoveryMs > 2000 ? ` (last: ${record.lastBehind.slice(0, 4).join(", ")})` : "";
+      this.ctx.log(`fault ${this.records.length}: ${kind} — ${detail}; recovered in ${record.recoveryMs} ms${slowest}`);
       this.lastEnd = Date.now();
       this.active = false;
       await this.#sleepUnlessStopped(between(random, 2000, 8000));

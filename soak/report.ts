@@ -33,6 +33,8 @@ export interface SoakReport {
   readonly recovery: Partial<Record<FaultKind, RecoveryFigures>>;
   readonly gaps: { readonly seen: number; readonly expected: number; readonly byReason: Record<string, number> };
   readonly slowConsumerCut: number;
+  /** Longest delay of the soak's own event loop over the run, ms (see lag.ts). */
+  readonly soakLoopDelayMaxMs: number;
   readonly nodeResources: readonly NodeReport[];
   readonly faultLog: readonly FaultRecord[];
   readonly violations: readonly Violation[];
@@ -87,6 +89,7 @@ export function markdown(report: SoakReport): string {
     `| deliveries checked | ${report.deliveriesChecked} |`,
     `| gaps seen / expected | ${report.gaps.seen} / ${report.gaps.expected} (${Object.entries(report.gaps.byReason).map(([r, n]) => `${r} ${n}`).join(", ") || "none"}) |`,
     `| slow consumer cut by the server | ${report.slowConsumerCut} |`,
+    `| the soak's own event loop: longest delay | ${report.soakLoopDelayMaxMs} ms |`,
     `| violations | **${report.violations.length}** |`,
     "",
     "| fault | injected | recovery p50 | p99 | max |",
@@ -104,6 +107,6 @@ export function markdown(report: SoakReport): string {
   if (report.violations.length > 0) {
     lines.push("## Violations", "", ...report.violations.map((v) => `- ${formatViolation(v)}`), "");
   }
-  lines.push("## Faults", "", ...report.faultLog.map((f, i) => `${i + 1}. ${f.kind}: ${f.detail} — recovered in ${f.recoveryMs} ms`), "");
+  lines.push("## Faults", "", ...report.faultLog.map((f, i) => `${i + 1}. ${f.kind}: ${f.detail} — recovered in ${f.recoveryMs} ms${f.lastBehind && f.recoveryMs !== null && f.recoveryMs > 2000 ? ` (last behind: ${f.lastBehind.join(", ")})` : ""}`), "");
   return lines.join("\n");
 }

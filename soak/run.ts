@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { FaultSchedule, faultKindsFor, seededRandom, type FaultKind } from "./faults.js";
+import { LoopLag } from "./lag.js";
 import { Ledger } from "./ledger.js";
 import { clientSubscriber, headCursor, pollSubscriber, Publishers, sseSubscriber, WsSubscriber, type ChannelLoad, type SoakSubscriber } from "./load.js";
 import { faultCounts, formatViolation, markdown, progressLine, recoveryFigures, type NodeReport, type SoakReport } from "./report.js";
@@ -147,7 +148,9 @@ async function main(): Promise<number> {
 
     const random = seededRandom(options.seed);
     const kinds = (options.faults ?? faultKindsFor(topology)).filter((k) => faultKindsFor(topology).includes(k));
-    const schedule = new FaultSchedule({ topology, ledger, publishers, slowConsumer, burstChannel: channels[2]!, historySize: options.history, random, pick: seededRandom(options.seed ^ 0x5bd1e995), log }, kinds);
+    const lag = new LoopLag();
+    lag.start();
+    const schedule = new FaultSchedule({ topology, ledger, publishers, slowConsumer, burstChannel: channels[2]!, historySize: options.history, random, pick: seededRandom(options.seed ^ 0x5bd1e995), log, lag }, kinds);
     const until = startedAt + options.duration * 1000;
     schedule.lastEnd = startedAt;
     schedule.start(until, 3000);
@@ -161,14 +164,15 @@ async function main(): Promise<number> {
         for (const track of ledger.tracks()) {
           const since = ledger.waitingSince(track);
           if (since !== null && !track.paused && now - Math.max(since, track.lastProgressAt, schedule.lastEnd) > STALL_MS) {
-            ledger.stalled(track, `no progress for ${now - track.lastProgressAt} ms with newer ids known (position ${track.pos}, head ${ledger.head(track.channel)})`, [track.pos]);
+            const own = lag.window(track.lastProgressAt, now);
+            ledger.stalled(track, `no progress for ${now - track.lastProgressAt} ms with newer ids known (position ${track.pos}, head ${ledger.head(track.channel)}); the soak's own loop meanwhile: longest delay ${own.maxMs} ms, ${own.totalMs} ms in all`, [track.pos]);
           }
         }
       }
       if (now - lastProgress >= (tty ? 1000 : 10_000)) {
         lastProgress = now;
         const last = schedule.records[schedule.records.length - 1];
-        const line = progressLine((now - startedAt) / 1000, options.duration, ledger, schedule.records.length, last ? last.kind : "");
+        const line = `${progressLine((now - startedAt) / 1000, options.duration, ledger, schedule.records.length, last ? last.kind : "")} · soak loop delay ≤ ${lag.takeMax()} ms`;
         if (tty) process.stdout.write(`\r\x1b[K${line}`);
         else log(line);
       }
@@ -207,6 +211,7 @@ async function main(): Promise<number> {
       recovery: recoveryFigures(schedule.records),
       gaps: { seen: ledger.gapsSeen, expected: ledger.gapsExpected, byReason: ledger.gapsByReason },
       slowConsumerCut: slowConsumer.closes.get(1008) ?? 0,
+      soakLoopDelayMaxMs: Math.round(lag.maxMs),
       nodeResources,
       faultLog: schedule.records,
       violations: ledger.violations,
