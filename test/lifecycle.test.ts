@@ -11,6 +11,7 @@ import { test } from "node:test";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { WebSocket } from "ws";
 import type { Gap } from "../src/protocol/index.js";
+import { createHub, type Hub, type ServeOptions } from "../src/index.js";
 import { outboundBytes } from "../src/server/edge/http.js";
 import { listeningUrl } from "./helpers/cli.js";
 import { openSse, openWs, publish, sleep, startHub } from "./helpers/server.js";
@@ -138,38 +139,62 @@ test("outboundBytes counts an HTTP/1.1 response's unsent bytes once (res.writabl
   }
 });
 
-test("a burst of large messages does not cut SSE readers that keep up (one channel and envelope streams)", async () => {
-  // The soak's bound: two 32 KiB messages in the same turn pass it only if the held bytes are counted twice.
-  const running = await startHub({ maxBufferedBytes: 64 * 1024 });
-  try {
-    const one = await openSse(`${running.url}/api/stream?channel=big`);
-    const envelope = await openSse(`${running.url}/api/stream?channel=big&channel=other&envelope=1`);
-    await one.waitFor(0, 2000, () => one.ready.length === 1, "ready");
-    await envelope.waitFor(0, 2000, () => envelope.ready.length === 1, "ready");
-    const big = "x".repeat(32 * 1024);
-    const pairs = 10;
-    for (let k = 0; k < pairs; k++) {
-      // Two at once: both reach the fan-out in one turn, while the write batcher holds the first.
-      await Promise.all([running.hub.publish("big", { i: 2 * k, big }), running.hub.publish("big", { i: 2 * k + 1, big })]);
-      const want = 2 * k + 2;
-      await one.waitFor(want, 5000, () => one.events.length >= want || running.hub.stats().byKind.sse < 2, `${want} events on both streams or a stream cut`);
-      await envelope.waitFor(want, 5000, () => envelope.events.length >= want || running.hub.stats().byKind.sse < 2, `${want} events on both streams or a stream cut`);
-      assert.equal(running.hub.stats().byKind.sse, 2, `both streams open after ${want} messages`);
-    }
-    const order = (s: typeof one, envelope: boolean) =>
-      s.events.map((e) => {
-        const data = JSON.parse(e.data) as { i: number; data?: { i: number } };
-        return envelope ? data.data!.i : data.i;
-      });
-    const all = Array.from({ length: 2 * pairs }, (_, i) => i);
-    assert.deepEqual(order(one, false), all);
-    assert.deepEqual(order(envelope, true), all);
-    one.close();
-    envelope.close();
-  } finally {
-    await running.close();
+/** A hub as `ladder serve` runs it (serve()), or mounted in the app's own node:http server (createHub + attach). */
+async function hubFor(kind: "serve" | "mounted", options: ServeOptions): Promise<{ url: string; hub: Hub; close(): Promise<void> }> {
+  if (kind === "serve") {
+    const running = await startHub(options);
+    return { url: running.url, hub: running.hub, close: () => running.close() };
   }
-});
+  const hub = createHub(options);
+  const server = createServer();
+  hub.attach(server);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    hub,
+    async close() {
+      await hub.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+for (const kind of ["serve", "mounted"] as const) {
+  test(`a burst of large messages does not cut SSE readers that keep up (one channel and envelope streams; ${kind})`, async () => {
+    // The soak's bound: two 32 KiB messages in the same turn pass it only if the held bytes are counted twice.
+    const running = await hubFor(kind, { maxBufferedBytes: 64 * 1024 });
+    try {
+      const one = await openSse(`${running.url}/api/stream?channel=big`);
+      const envelope = await openSse(`${running.url}/api/stream?channel=big&channel=other&envelope=1`);
+      await one.waitFor(0, 2000, () => one.ready.length === 1, "ready");
+      await envelope.waitFor(0, 2000, () => envelope.ready.length === 1, "ready");
+      const big = "x".repeat(32 * 1024);
+      const pairs = 10;
+      for (let k = 0; k < pairs; k++) {
+        // Two at once: both reach the fan-out in one turn, while the write batcher holds the first.
+        await Promise.all([running.hub.publish("big", { i: 2 * k, big }), running.hub.publish("big", { i: 2 * k + 1, big })]);
+        const want = 2 * k + 2;
+        const what = `${want} events on both streams or a stream cut`;
+        await one.waitFor(want, 5000, () => one.events.length >= want || running.hub.stats().byKind.sse < 2, what);
+        await envelope.waitFor(want, 5000, () => envelope.events.length >= want || running.hub.stats().byKind.sse < 2, what);
+        assert.equal(running.hub.stats().byKind.sse, 2, `both streams open after ${want} messages`);
+      }
+      const order = (s: typeof one, wrapped: boolean): number[] =>
+        s.events.map((e) => {
+          const data = JSON.parse(e.data) as { i: number; data?: { i: number } };
+          return wrapped ? data.data!.i : data.i;
+        });
+      const all = Array.from({ length: 2 * pairs }, (_, i) => i);
+      assert.deepEqual(order(one, false), all);
+      assert.deepEqual(order(envelope, true), all);
+      one.close();
+      envelope.close();
+    } finally {
+      await running.close();
+    }
+  });
+}
 
 test("maxConnections: past the limit, streams and upgrades get 429", async () => {
   const running = await startHub({ maxConnections: 2 });
