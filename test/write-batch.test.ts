@@ -8,97 +8,73 @@ import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
 import { test } from "node:test";
 import { WebSocket } from "ws";
-import { FLUSH_BYTES, WriteBatcher, type Batched, type Corkable } from "../src/server/core/cork.js";
+import { FLUSH_BYTES, WriteBatcher, type Batched } from "../src/server/core/cork.js";
 import { resolveOptions } from "../src/server/options.js";
-import { sleep, startHub } from "./helpers/server.js";
+import { openSse, sleep, startHub } from "./helpers/server.js";
 
-class FakeSocket implements Corkable {
-  corked = 0;
-  uncorkedAt: number[] = [];
-  destroyed = false;
-  writableLength = 0;
-  cork(): void {
-    this.corked++;
-  }
-  uncork(): void {
-    this.corked--;
-    this.uncorkedAt.push(performance.now());
+/** A connection as the batcher sees it, recording when it is flushed. */
+class FakeTarget implements Batched {
+  flushedAt = Number.NEGATIVE_INFINITY;
+  held = false;
+  flushes: number[] = [];
+  flushHeld(): void {
+    this.flushes.push(performance.now());
   }
 }
 
-const target = (): Batched => ({ flushedAt: Number.NEGATIVE_INFINITY, heldSocket: null });
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-test("batcher: an idle socket is corked for the turn only, once however many writes", async () => {
+test("batcher: an idle connection is held for the turn only, flushed once however many writes", async () => {
   const batcher = new WriteBatcher(200);
-  const socket = new FakeSocket();
-  const t = target();
-  batcher.hold(t, socket);
-  batcher.hold(t, socket);
-  assert.equal(socket.corked, 1);
+  const t = new FakeTarget();
+  batcher.hold(t);
+  batcher.hold(t);
+  assert.equal(t.held, true);
+  assert.equal(batcher.pending, 1);
   await nextTurn();
-  assert.equal(socket.corked, 0);
-  assert.equal(socket.uncorkedAt.length, 1);
-  assert.equal(t.heldSocket, null);
+  assert.equal(t.held, false);
+  assert.equal(t.flushes.length, 1);
 });
 
-test("batcher: a socket flushed less than the delay ago is held until the delay after that flush", async () => {
+test("batcher: a connection flushed less than the delay ago is held until the delay after that flush", async () => {
   const batcher = new WriteBatcher(400);
-  const socket = new FakeSocket();
-  const t = target();
-  batcher.hold(t, socket);
+  const t = new FakeTarget();
+  batcher.hold(t);
   await nextTurn();
-  const firstFlush = socket.uncorkedAt[0]!;
-  batcher.hold(t, socket);
+  const firstFlush = t.flushes[0]!;
+  batcher.hold(t);
   await nextTurn();
   await sleep(10);
-  assert.equal(socket.corked, 1, "still held after the turn");
+  assert.equal(t.held, true, "still held after the turn");
   assert.equal(batcher.pending, 1);
   const deadline = Date.now() + 5000;
-  while (socket.corked > 0 && Date.now() < deadline) await sleep(10);
-  assert.equal(socket.corked, 0);
-  assert.ok(socket.uncorkedAt[1]! - firstFlush >= 399, `held ${socket.uncorkedAt[1]! - firstFlush} ms, at least the delay`);
+  while (t.held && Date.now() < deadline) await sleep(10);
+  assert.equal(t.held, false);
+  assert.ok(t.flushes[1]! - firstFlush >= 399, `held ${t.flushes[1]! - firstFlush} ms, at least the delay`);
 });
 
-test("batcher: with a delay of 0 a busy socket is never held past the turn", async () => {
+test("batcher: with a delay of 0 a busy connection is never held past the turn", async () => {
   const batcher = new WriteBatcher(0);
-  const socket = new FakeSocket();
-  const t = target();
+  const t = new FakeTarget();
   for (let i = 0; i < 3; i++) {
-    batcher.hold(t, socket);
+    batcher.hold(t);
     await nextTurn();
-    assert.equal(socket.corked, 0);
+    assert.equal(t.held, false);
   }
-  assert.equal(socket.uncorkedAt.length, 3);
+  assert.equal(t.flushes.length, 3);
 });
 
-test("batcher: a held socket is flushed at once past FLUSH_BYTES, and its later slot does not uncork it twice", async () => {
+test("batcher: a held connection flushed early is not flushed again by its slot", async () => {
   const batcher = new WriteBatcher(50);
-  const socket = new FakeSocket();
-  const t = target();
-  batcher.hold(t, socket);
+  const t = new FakeTarget();
+  batcher.hold(t);
   await nextTurn();
-  batcher.hold(t, socket);
-  socket.writableLength = FLUSH_BYTES - 1;
-  batcher.afterWrite(t);
-  assert.equal(socket.corked, 1);
-  socket.writableLength = FLUSH_BYTES;
-  batcher.afterWrite(t);
-  assert.equal(socket.corked, 0, "flushed without waiting out the hold");
-  socket.writableLength = 0;
+  batcher.hold(t);
+  batcher.flush(t);
+  assert.equal(t.held, false, "flushed without waiting out the hold");
+  assert.equal(t.flushes.length, 2);
   await sleep(120);
-  assert.equal(socket.uncorkedAt.length, 2, "one uncork per cork");
-});
-
-test("batcher: a destroyed socket is not uncorked", async () => {
-  const batcher = new WriteBatcher(10);
-  const socket = new FakeSocket();
-  const t = target();
-  batcher.hold(t, socket);
-  socket.destroyed = true;
-  await nextTurn();
-  assert.equal(socket.uncorkedAt.length, 0);
-  assert.equal(t.heldSocket, null);
+  assert.equal(t.flushes.length, 2, "one flush per hold");
 });
 
 test("writeDelayMs is bounded: 0 to 1000", () => {
@@ -225,6 +201,98 @@ test("WebSocket over a real socket: a busy socket's frames share one write, an i
     );
   } finally {
     ws.terminate();
+    await running.close();
+  }
+});
+
+/** A WebSocket joined to `room`, collecting every text frame and how it closed. */
+async function joinedSocket(url: string, room: string): Promise<{ ws: WebSocket; frames: string[]; closed: Promise<number> }> {
+  const ws = new WebSocket(`${url.replace("http", "ws")}/api/ws`);
+  const frames: string[] = [];
+  ws.on("message", (data) => frames.push(String(data)));
+  const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("error", reject);
+  });
+  ws.send(JSON.stringify({ type: "join", room }));
+  await until(() => frames.some((f) => f.startsWith('{"type":"joined"')), "joined");
+  return { ws, frames, closed };
+}
+
+async function until(done: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+const dataOf = (frames: readonly string[]): unknown[] =>
+  frames.filter((f) => f.startsWith('{"type":"message"')).map((f) => (JSON.parse(f) as { data: { n: number } }).data.n);
+
+test("WebSocket: messages held by the batcher go out before a frame sent after them, and before the close frame", async () => {
+  // A hold far longer than the test's steps (50 ms): anything sent after a held message would overtake it.
+  const running = await startHub({ writeDelayMs: 1000 });
+  try {
+    const { ws, frames, closed } = await joinedSocket(running.url, "order");
+    await running.hub.publish("order", { n: 1 });
+    await until(() => dataOf(frames).length === 1, "message 1");
+    await running.hub.publish("order", { n: 2 });
+    await sleep(50);
+    assert.deepEqual(dataOf(frames), [1], "message 2 is held");
+    ws.send(JSON.stringify({ type: "ping", ref: "p" }));
+    await until(() => frames.some((f) => f.startsWith('{"type":"pong"')), "pong");
+    const pong = frames.findIndex((f) => f.startsWith('{"type":"pong"'));
+    const second = frames.findIndex((f) => f.includes('"n":2'));
+    assert.ok(second !== -1 && second < pong, `message 2 before the pong: ${JSON.stringify(frames.slice(1))}`);
+    await running.hub.publish("order", { n: 3 });
+    await sleep(50);
+    const draining = running.hub.drain(2000);
+    assert.equal(await closed, 1001);
+    await draining;
+    assert.deepEqual(dataOf(frames), [1, 2, 3], "the held message went out before the close frame");
+  } finally {
+    await running.close();
+  }
+});
+
+test("SSE: messages held by the batcher go out before the stream ends", async () => {
+  const running = await startHub({ writeDelayMs: 1000 });
+  try {
+    const stream = await openSse(`${running.url}/api/stream?channel=order`);
+    await stream.waitForText("event: ready");
+    await running.hub.publish("order", { n: 1 });
+    await stream.waitFor(1);
+    await running.hub.publish("order", { n: 2 });
+    await sleep(50);
+    assert.equal(stream.events.length, 1, "message 2 is held");
+    await running.hub.drain(2000);
+    await stream.waitFor(2, 2000);
+    assert.deepEqual(stream.events.map((e) => e.data), ['{"n":1}', '{"n":2}']);
+    stream.close();
+  } finally {
+    await running.close();
+  }
+});
+
+test("a held connection that queues FLUSH_BYTES is written at once, without waiting out the hold", async () => {
+  const running = await startHub({ writeDelayMs: 1000 });
+  try {
+    const { ws, frames } = await joinedSocket(running.url, "big");
+    await running.hub.publish("big", { n: 1 });
+    await until(() => dataOf(frames).length === 1, "message 1");
+    const half = "x".repeat(FLUSH_BYTES / 2);
+    await running.hub.publish("big", { n: 2, pad: half });
+    await sleep(50);
+    assert.deepEqual(dataOf(frames), [1], "message 2 is held");
+    const started = performance.now();
+    await running.hub.publish("big", { n: 3, pad: half });
+    await until(() => dataOf(frames).length === 3, "messages 2 and 3", 2000);
+    const took = performance.now() - started;
+    assert.ok(took < 500, `flushed after ${took.toFixed(0)} ms; the hold is 1000 ms`);
+    ws.terminate();
+  } finally {
     await running.close();
   }
 });

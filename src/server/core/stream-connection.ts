@@ -5,7 +5,7 @@
  * drains, then send a `conflated` gap and that message).
  */
 import { LadderError, type Gap, type MessageId, type PresenceEvent, type PresenceList } from "../../protocol/index.js";
-import type { Batched, Corkable } from "./cork.js";
+import { FLUSH_BYTES, type Batched } from "./cork.js";
 import type { Delivery } from "./delivery.js";
 import type { TransportContext } from "./context.js";
 import { presenceEnabled, slowConsumerFor } from "../options.js";
@@ -33,9 +33,16 @@ export function onceEither(emitter: NodeJS.EventEmitter, a: string, b: string, c
 }
 
 export abstract class StreamConnection extends Lifecycle implements SubscriptionSink, Batched {
-  /** The write batcher's state for this connection's socket (see WriteBatcher in cork.ts). */
+  /** The write batcher's state for this connection (see WriteBatcher in cork.ts). */
   flushedAt = Number.NEGATIVE_INFINITY;
-  heldSocket: Corkable | null = null;
+  held = false;
+  /**
+   * Messages' bytes queued while the batcher holds the connection, written by one socket write at the
+   * flush: one Buffer as is, or several concatenated. No array until a second message, as most flushes
+   * under a light load carry one.
+   */
+  #queue: Buffer | Buffer[] | null = null;
+  #queuedBytes = 0;
   protected readonly context: TransportContext;
   protected readonly subscriptions = new Map<string, Subscription>();
   /** Last id written to the client per channel. */
@@ -57,16 +64,25 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     this.#identity = identity;
   }
 
-  /** Bytes written but not yet taken by the kernel. */
-  protected abstract bufferedBytes(): number;
+  /** Bytes written to the socket but not yet taken by the kernel. */
+  protected abstract socketBytes(): number;
   /** Calls back once when the outbound buffer has drained. */
   protected abstract onceDrained(callback: () => void): void;
   protected abstract writeMessage(channel: string, delivery: Delivery): void;
   protected abstract writeGap(gap: Gap): void;
   /** One backfilled message (no id: the channel's cursor stays where it is). */
   protected abstract writeBackfill(channel: string, data: unknown): void;
-  /** The socket to cork while fanning out, or null where the transport batches by itself (HTTP/2). */
-  protected abstract corkable(): Corkable | null;
+  /**
+   * The exact bytes `writeMessage` would put on the socket, when the transport writes to the socket itself
+   * (they are then queued and written by {@link writeQueued}); null where it cannot (HTTP/2, a response
+   * that does not own its socket), and `writeMessage` writes the message at once.
+   */
+  protected abstract messageBytes(channel: string, delivery: Delivery): Buffer | null;
+  /**
+   * Writes queued messages to the socket, whatever the connection's state (a stream that ends flushes
+   * first), unless the socket can no longer take them.
+   */
+  protected abstract writeQueued(bytes: Buffer): void;
   /** Ends the connection because the client cannot keep up; must release the subscriptions at once. */
   protected abstract dropSlowConsumer(): void;
   /** A channel's members: first after a watch starts, so the joins and leaves that follow apply to it. */
@@ -158,15 +174,42 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
       return;
     }
     this.sent.set(channel, delivery.id);
-    const socket = this.corkable();
-    if (socket === null) {
+    const bytes = this.messageBytes(channel, delivery);
+    if (bytes === null) {
+      this.flushQueue();
       this.writeMessage(channel, delivery);
       return;
     }
-    const batcher = this.context.batcher;
-    batcher.hold(this, socket);
-    this.writeMessage(channel, delivery);
-    batcher.afterWrite(this);
+    const queue = this.#queue;
+    if (queue === null) {
+      this.#queue = bytes;
+      this.context.batcher.hold(this);
+    } else if (Array.isArray(queue)) queue.push(bytes);
+    else this.#queue = [queue, bytes];
+    if ((this.#queuedBytes += bytes.length) >= FLUSH_BYTES) this.context.batcher.flush(this);
+  }
+
+  /** The batcher's flush (Batched). */
+  flushHeld(): void {
+    this.flushQueue();
+  }
+
+  /**
+   * Writes the queued messages now. Every other write to the socket (gaps, backfill, presence, comments,
+   * control frames, the end) calls this first, so nothing overtakes a queued message.
+   */
+  protected flushQueue(): void {
+    const queue = this.#queue;
+    if (queue === null) return;
+    const length = this.#queuedBytes;
+    this.#queue = null;
+    this.#queuedBytes = 0;
+    this.writeQueued(Array.isArray(queue) ? Buffer.concat(queue, length) : queue);
+  }
+
+  /** The outbound buffer the slow-consumer bound counts: queued by the batcher, or written and not yet sent. */
+  protected bufferedBytes(): number {
+    return this.#queuedBytes + this.socketBytes();
   }
 
   backlogged(): boolean {

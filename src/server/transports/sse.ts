@@ -27,7 +27,6 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Identity } from "../presence/member.js";
 import { presenceEnabled } from "../options.js";
-import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
 import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
@@ -165,13 +164,7 @@ export class SseConnection extends StreamConnection implements Connection {
     socket.once("close", () => this.destroy());
   }
 
-  protected corkable(): Corkable | null {
-    if (this.#socket !== null) return this.#socket;
-    const res = this.#res!;
-    return isHttp2(res) ? null : (res.socket ?? null);
-  }
-
-  protected bufferedBytes(): number {
+  protected socketBytes(): number {
     return this.#socket !== null ? this.#socket.writableLength : outboundBytes(this.#res!);
   }
 
@@ -186,17 +179,27 @@ export class SseConnection extends StreamConnection implements Connection {
     onceEither(isHttp2(res) ? res : (res.socket ?? res), "drain", "close", callback);
   }
 
+  protected messageBytes(channel: string, delivery: Delivery): Buffer | null {
+    if (this.#socket === null && this.#rawSocket() === null) return null;
+    return this.#multi ? asChunk(this.#envelope(channel, delivery)) : delivery.sseChunk;
+  }
+
+  protected writeQueued(bytes: Buffer): void {
+    // Queued only while #rawSocket() was there; a response ended since (#end flushes first) takes nothing more.
+    const socket = this.#socket ?? (this.#res!.writableEnded ? null : this.#res!.socket);
+    if (socket && socket.writable && !socket.writableEnded) socket.write(bytes);
+  }
+
+  /** Where the socket is not the stream's to write (HTTP/2, HTTP/1.0): through the response. */
   protected writeMessage(channel: string, delivery: Delivery): void {
-    if (!this.#multi) {
-      const socket = this.#socket ?? this.#rawSocket();
-      if (socket !== null) {
-        if (this.state !== "closed" && socket.writable) socket.write(delivery.sseChunk);
-      } else this.#write(delivery.sseEvent);
-      return;
-    }
+    this.#write(this.#multi ? this.#envelope(channel, delivery) : delivery.sseEvent);
+  }
+
+  /** A message of a stream of several channels (or `envelope=1`): the envelope and the composite id. */
+  #envelope(channel: string, delivery: Delivery): string {
     const { id, time } = delivery.message;
     const envelope = `{"channel":${JSON.stringify(channel)},"id":"${id}","data":${delivery.dataJson},"time":${time}}`;
-    this.#write(encodeEvent({ id: this.#cursorFor(channel), data: envelope }));
+    return encodeEvent({ id: this.#cursorFor(channel), data: envelope });
   }
 
   protected writeGap(gap: Gap): void {
@@ -242,6 +245,7 @@ export class SseConnection extends StreamConnection implements Connection {
 
   /** Ends the body. A socket of its own closes with it: node:http cannot take it back for another request. */
   #end(): void {
+    this.flushQueue();
     const socket = this.#socket;
     if (socket === null) {
       if (!this.#res!.writableEnded) this.#res!.end();
@@ -277,6 +281,7 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   #write(chunk: string | Buffer): void {
+    this.flushQueue();
     if (this.#socket !== null) {
       this.#writeOwn(asChunk(chunk));
       return;
@@ -286,6 +291,7 @@ export class SseConnection extends StreamConnection implements Connection {
   }
 
   #writeOwn(chunk: Buffer): void {
+    this.flushQueue();
     const socket = this.#socket!;
     if (this.state !== "closed" && socket.writable && !socket.writableEnded) socket.write(chunk);
   }

@@ -24,7 +24,6 @@ import { checkClientId, identityFor, type Identity } from "../presence/member.js
 import type { Access, RequestFacts } from "../auth/access.js";
 import { NO_EXPIRY, watchExpiry } from "../auth/expiry.js";
 import type { Principal } from "../auth/rules.js";
-import type { Corkable } from "../core/cork.js";
 import type { Delivery } from "../core/delivery.js";
 import type { TransportContext } from "../core/context.js";
 import { onceEither, StreamConnection } from "../core/stream-connection.js";
@@ -134,7 +133,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     connectionOf.get(this)?.destroy();
   }
 
-  protected bufferedBytes(): number {
+  protected socketBytes(): number {
     return this.#ws.bufferedAmount;
   }
 
@@ -142,13 +141,18 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     onceEither(this.#socket, "drain", "close", callback);
   }
 
-  protected writeMessage(_channel: string, delivery: Delivery): void {
+  protected messageBytes(_channel: string, delivery: Delivery): Buffer | null {
     // Without an extension (Ladder offers none) a message is the same frame for every socket: it is framed
     // once and written as is. ws's sender queues only compressed or Blob frames, so none can be overtaken.
-    if (this.#ws.extensions === "") {
-      if (this.state !== "closed" && this.#ws.readyState === this.#ws.OPEN) this.#socket.write(delivery.wsWire(textFrame));
-      return;
-    }
+    return this.#ws.extensions === "" ? delivery.wsWire(textFrame) : null;
+  }
+
+  protected writeQueued(bytes: Buffer): void {
+    // Not once the close handshake began (a peer's close frame is answered by ws at once): no data may follow a close frame.
+    if (this.#ws.readyState === this.#ws.OPEN) this.#socket.write(bytes);
+  }
+
+  protected writeMessage(_channel: string, delivery: Delivery): void {
     this.#sendRaw(delivery.wsFrame);
   }
 
@@ -159,10 +163,6 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   protected writeBackfill(channel: string, data: unknown): void {
     this.#send({ type: "message", room: channel, data, backfilled: true });
-  }
-
-  protected corkable(): Corkable | null {
-    return this.#socket as Duplex & Corkable;
   }
 
   protected writePresenceList(list: PresenceList): void {
@@ -183,7 +183,10 @@ export class WebSocketConnection extends StreamConnection implements Connection 
       this.destroy();
       return;
     }
-    if (this.#ws.readyState === this.#ws.OPEN) this.#ws.ping();
+    if (this.#ws.readyState === this.#ws.OPEN) {
+      this.flushQueue();
+      this.#ws.ping();
+    }
   }
 
   drain(): void {
@@ -200,6 +203,8 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   #close(code: number, reason: string): void {
     if (!this.beginClose()) return;
     this.#release();
+    // What is queued goes before the close frame, as it would have gone out had it not been held.
+    this.flushQueue();
     this.#ws.close(code, reason);
     const timer = setTimeout(() => this.destroy(), CLOSE_GRACE_MS);
     timer.unref();
@@ -267,6 +272,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   #sendRaw(payload: string | Buffer): void {
     if (this.state === "closed" || this.#ws.readyState !== this.#ws.OPEN) return;
+    this.flushQueue();
     this.#ws.send(payload, { binary: false });
   }
 
