@@ -87,6 +87,11 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   #stopExpiry: () => void = NO_EXPIRY;
   #lastSeen = Date.now();
   #badFrames = 0;
+  /**
+   * No extension was negotiated (Ladder offers none), so messages can be written as shared frames. Read
+   * once: ws's `extensions` getter builds a string from its extensions object on every call.
+   */
+  readonly #plain: boolean;
 
   constructor(context: TransportContext, ws: WebSocket, socket: Duplex, publish: Publisher, access: Access, principal: Principal, ip: string, identity: Identity | null) {
     super(context, identity);
@@ -96,6 +101,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     this.#ws = ws;
     this.#socket = socket;
     this.#publish = publish;
+    this.#plain = ws.extensions === "";
   }
 
   /** Listens to the socket and starts the first-frame and expiry timers. */
@@ -144,7 +150,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   protected messageBytes(_channel: string, delivery: Delivery): Buffer | null {
     // Without an extension (Ladder offers none) a message is the same frame for every socket: it is framed
     // once and written as is. ws's sender queues only compressed or Blob frames, so none can be overtaken.
-    return this.#ws.extensions === "" ? delivery.wsWire(textFrame) : null;
+    return this.#plain ? delivery.wsWire(textFrame) : null;
   }
 
   protected writeQueued(bytes: Buffer): void {
