@@ -177,7 +177,7 @@ export const DEFAULTS: Omit<ResolvedOptions, "logger"> = {
   maxConnections: 10_000,
   maxChannelsPerConnection: 32,
   maxBufferedBytes: 1024 * 1024,
-  writeDelayMs: 10,
+  writeDelayMs: 20,
   slowConsumer: "disconnect",
   presence: null,
   channels: [],
