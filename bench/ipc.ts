@@ -1,7 +1,10 @@
 /** Messages between the bench (parent) and a server child over the Node IPC channel. */
 
-/** `nchan`: nginx with the Nchan module (bench/nchan.ts), when installed; not a Node child. */
-export type Impl = "ladder" | "baseline" | "nchan";
+/**
+ * `nchan`: nginx with the Nchan module (bench/nchan.ts), when installed; not a Node child. `floor`: a raw
+ * `node:net` server for long-poll and single publishes only (bench/floor.ts), never run by default.
+ */
+export type Impl = "ladder" | "baseline" | "nchan" | "floor";
 
 export interface ServerStats {
   /** Subscribers held open: SSE streams, joined WebSockets, held long-polls. */

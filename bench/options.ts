@@ -63,9 +63,10 @@ export const USAGE = `npm run bench -- [flags]
                       sse-tls: SSE over HTTP/1.1 with TLS, a connection per stream;
                       sse-h2: SSE over HTTP/2 with TLS, many streams per connection
   --h2-streams N      sse-h2 streams per HTTP/2 connection              (default 100, 1..10000)
-  --impls LIST        ladder,baseline,nchan                            (default all three; nchan
+  --impls LIST        ladder,baseline,nchan,floor                      (default the first three; nchan
                       when nginx and its Nchan module are installed, on sse, websocket, long-poll
-                      and the publish mode's http)
+                      and the publish mode's http); floor, only when named: a raw node:net
+                      server, long-poll and publish http only (bench/floor.ts)
   --poll-interval MS  interval of the poll reference pattern           (default 1000)
   --wait-quiet S      before each case wait up to S s for a second with the machine <15% busy
                       (for shared machines; default 0: do not wait)
@@ -173,7 +174,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
     seconds,
     warmupSeconds: number("warmup", values.warmup, Math.min(1, seconds / 6), 0, 60),
     patterns,
-    impls: list<Impl>("impls", values.impls, ["ladder", "baseline", "nchan"]),
+    // The floor (bench/floor.ts) is a measuring stick, run only when named.
+    impls: list<Impl>("impls", values.impls ?? "ladder,baseline,nchan", ["ladder", "baseline", "nchan", "floor"]),
     pollIntervalMs: number("poll-interval", values["poll-interval"], 1000, 10, 60_000),
     longPollWaitSeconds: 25,
     h2StreamsPerSession: Math.round(number("h2-streams", values["h2-streams"], 100, 1, 10_000)),

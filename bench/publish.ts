@@ -23,6 +23,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { WebSocket } from "ws";
+import { FLOOR_PUBLISH_SCENARIOS } from "./floor.js";
 import type { Impl } from "./ipc.js";
 import { NCHAN_MESSAGES_KEPT, NCHAN_PUBLISH_SCENARIOS, NchanServer, type NchanInstall } from "./nchan.js";
 import type { BenchOptions } from "./options.js";
@@ -60,7 +61,7 @@ export interface PublishCaseResult {
 }
 
 /**
- * Where publishes go: Ladder and the baseline answer `POST /api/messages`; Nchan `POST /pub/<channel>`
+ * Where publishes go: Ladder, the baseline and the floor answer `POST /api/messages`; Nchan `POST /pub/<channel>`
  * (bench/nchan.ts).
  */
 export interface PublishTarget {
@@ -381,6 +382,7 @@ export function publishCases(options: BenchOptions, nchanInstalled = false): Arr
         // The baseline has no batch form, and keeps one shared history rather than one per channel.
         if (impl === "baseline" && scenario !== "http" && scenario !== "ws") continue;
         if (impl === "nchan" && (!nchanInstalled || !NCHAN_PUBLISH_SCENARIOS.has(scenario))) continue;
+        if (impl === "floor" && !FLOOR_PUBLISH_SCENARIOS.has(scenario)) continue;
         for (const engine of impl === "ladder" ? engines : (["memory"] as const)) {
           if (scenario === "history" && engine !== "memory") continue;
           cases.push({ scenario, impl, engine, connections });
@@ -438,5 +440,6 @@ export function publishComparisons(results: readonly PublishCaseResult[]): strin
     ...line(`ladder http-batch (${batch?.batch ?? "-"}/request) ÷ nchan http (single)`, batch, find("http", "nchan")),
     ...line("ladder http ÷ baseline http", find("http", "ladder"), find("http", "baseline")),
     ...line("ladder http ÷ nchan http (for reference)", find("http", "ladder"), find("http", "nchan"), false),
+    ...line("ladder http ÷ floor http (a raw node:net server, for reference)", find("http", "ladder"), find("http", "floor"), false),
   ];
 }

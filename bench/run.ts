@@ -7,6 +7,7 @@ import { availableParallelism, cpus, totalmem } from "node:os";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { engineTable, runEngines } from "./engines.js";
+import { FLOOR_PATTERNS } from "./floor.js";
 import { runWorkersBench, workersTable } from "./workers.js";
 import { parseOptions, USAGE, type BenchOptions } from "./options.js";
 import { findNchan, NCHAN_PATTERNS, NCHAN_PUBLISH_SCENARIOS } from "./nchan.js";
@@ -118,6 +119,7 @@ async function main(): Promise<number> {
     for (const pattern of options.patterns) {
       for (const impl of options.impls) {
         if (impl === "nchan" && (!nchan || !NCHAN_PATTERNS.has(pattern))) continue;
+        if (impl === "floor" && !FLOOR_PATTERNS.has(pattern)) continue;
         log(`[${pattern} / ${impl}${options.repeat > 1 ? ` / run ${round} of ${options.repeat}` : ""}]`);
         let result: CaseResult | null = null;
         for (let attempt = 0; attempt <= options.retryNoisy; attempt++) {
@@ -145,9 +147,11 @@ async function main(): Promise<number> {
 
   const ratioList = ratios(results);
   const nchanRatios = ratios(results, "nchan");
+  const floorRatios = ratios(results, "floor");
   process.stdout.write(`\n${resultsTable(results)}\n`);
   if (ratioList.length > 0) process.stdout.write(`\nladder / baseline (delivered/s: higher is better; the rest: lower is better)\n${ratioTable(ratioList)}\n`);
   if (nchanRatios.length > 0) process.stdout.write(`\nladder / nchan (delivered/s: higher is better; the rest: lower is better)\n${ratioTable(nchanRatios)}\n`);
+  if (floorRatios.length > 0) process.stdout.write(`\nladder / floor, a raw node:net server (delivered/s: higher is better; the rest: lower is better)\n${ratioTable(floorRatios)}\n`);
   const noted = results.filter((r) => r.notes.length > 0);
   for (const r of noted) process.stdout.write(`note ${r.pattern}/${r.impl}: ${r.notes.join("; ")}\n`);
   const saturatedClient = results.filter((r) => r.clientCpuPercent > 90);
@@ -180,7 +184,7 @@ async function main(): Promise<number> {
       kbPerConnection: "server VmRSS growth after gc with the subscribers idle, kB ÷ connections",
     },
     results,
-    ratios: [...ratioList, ...nchanRatios],
+    ratios: [...ratioList, ...nchanRatios, ...floorRatios],
     runs: options.repeat > 1 ? runs : undefined,
   };
   writeFileSync(out, `${JSON.stringify(json, null, 2)}\n`);

@@ -1,6 +1,6 @@
 /**
  * A server under test, run as its own process so its CPU time and memory can be read from /proc:
- * `node --expose-gc dist/bench/server-process.js --impl ladder|baseline [--max-connections N]
+ * `node --expose-gc dist/bench/server-process.js --impl ladder|baseline|floor [--max-connections N]
  * [--protocol http1|tls|h2] [--max-concurrent-streams N] [--engine URL] [--write-delay MS]`; with TLS both use a self-signed
  * certificate.
  * It talks to the bench over the IPC channel only (ready, gc, stats) and exits when that channel closes,
@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import { serve } from "../src/index.js";
 import { selfSignedCredentials } from "../src/server/edge/tls.js";
 import { startBaseline } from "./baseline.js";
+import { startFloor } from "./floor.js";
 import type { ChildToParent, Impl, ParentToChild, ServerStats } from "./ipc.js";
 import type { ServerProtocol } from "./load.js";
 
@@ -64,6 +65,12 @@ async function main(): Promise<void> {
   } else if (impl === "baseline") {
     const tls = protocol === "http1" ? null : { ...(await selfSignedCredentials()).credentials, http2: protocol === "h2", maxConcurrentStreams };
     const running = await startBaseline(0, "127.0.0.1", tls);
+    held = running.held;
+    sockets = running.sockets;
+    url = running.url;
+  } else if (impl === "floor") {
+    if (protocol !== "http1") throw new Error(`the floor serves cleartext HTTP/1.1 only, not --protocol ${protocol}`);
+    const running = await startFloor(0, "127.0.0.1");
     held = running.held;
     sockets = running.sockets;
     url = running.url;
