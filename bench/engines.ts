@@ -9,7 +9,8 @@
  * stream, removed after it.
  */
 import { ServerHandle, waitForQuiet, type Pinning } from "./proc.js";
-import { openSubscribers, protocolFor, Publisher, type ClientOptions, type Pattern, type Subscriber } from "./load.js";
+import { openSubscribers, protocolFor, type ClientOptions, type Pattern, type Subscriber } from "./load.js";
+import { Publisher } from "./publisher.js";
 import { DeliveryMetrics } from "./metrics.js";
 import type { BenchOptions } from "./options.js";
 
@@ -179,7 +180,7 @@ export async function runEngineCase(
       deliveredPerSec: all.delivered / (Math.max(activeMs, 1) / 1000),
       latencyMs: { p50: all.latency.quantile(0.5), p99: all.latency.quantile(0.99) },
       crossNodeLatencyMs: { p50: cross.latency.quantile(0.5), p99: cross.latency.quantile(0.99) },
-      publishRoundTripMs: { p50: published.postP50Ms, max: published.postMaxMs },
+      publishRoundTripMs: { p50: published.roundTripP50Ms, max: published.roundTripMaxMs },
       serverCpuPercent: (serverCpuUs / (phaseMs * 1000)) * 100,
       serverCpuUs,
       notes,

@@ -1,12 +1,12 @@
 /**
- * The load generator: subscribers for each pattern and a steady-rate publisher, all in this process and
- * all on 127.0.0.1. Clients are kept cheap on purpose so the client core is not what is measured: raw
+ * The load generator's subscribers, for each pattern (the publisher is bench/publisher.ts), all in this
+ * process and all on 127.0.0.1. Clients are kept cheap on purpose so the client core is not what is measured: raw
  * node:http for SSE and polling (no fetch/undici), `ws` for WebSockets, and the publish stamp read out of
  * the payload text instead of parsing every frame.
  */
-import { Agent, request, type ClientRequest, type IncomingMessage } from "node:http";
+import { request, type ClientRequest, type IncomingMessage } from "node:http";
 import { connect as connectH2, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
-import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { request as httpsRequest } from "node:https";
 import { connect, type Socket } from "node:net";
 import { WebSocket } from "ws";
 import { extractStamp, nowMs, type DeliveryMetrics } from "./metrics.js";
@@ -495,109 +495,4 @@ export async function openSubscribers(pattern: Pattern, count: number, options: 
     throw error;
   }
   return subscribers;
-}
-
-export interface PublishResult {
-  readonly attempted: number;
-  readonly ok: number;
-  readonly failed: number;
-  readonly firstAt: number;
-  readonly lastAt: number;
-  /** Round trip of the POST, ms (median and worst), as seen by the publisher. */
-  readonly postP50Ms: number;
-  readonly postMaxMs: number;
-}
-
-/** POST /api/messages at a steady rate over a few keep-alive connections, stamping each message at send time. */
-export class Publisher {
-  readonly #base: URL;
-  readonly #agent: Agent;
-  readonly #request: typeof request;
-  readonly #channels: number;
-  readonly #channelInQuery: boolean;
-  #seq = 0;
-
-  /**
-   * Messages go to `channels` channels in turn (see {@link channelOf}). With `channelInQuery` the URL names
-   * the channel too (`?channel=`, for Nchan, which does not read the body); the body is the same.
-   */
-  constructor(base: URL, channels = 1, options: { channelInQuery?: boolean } = {}) {
-    this.#base = base;
-    this.#channels = channels;
-    this.#channelInQuery = options.channelInQuery === true;
-    // With TLS the publisher posts over HTTP/1.1 with TLS (the development certificate is not checked).
-    const tls = base.protocol === "https:";
-    this.#agent = tls
-      ? new HttpsAgent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 4, rejectUnauthorized: false })
-      : new Agent({ keepAlive: true, maxSockets: 4, maxFreeSockets: 4 });
-    this.#request = tls ? (httpsRequest as typeof request) : request;
-  }
-
-  #post(onSent: (stamp: number) => void): Promise<{ ok: boolean; roundTripMs: number }> {
-    const t = nowMs();
-    const seq = this.#seq++;
-    const channel = channelOf(seq, this.#channels);
-    const body = `{"channel":"${channel}","data":{"t":${t},"seq":${seq}}}`;
-    onSent(t);
-    return new Promise((resolve) => {
-      const req = this.#request(
-        new URL(`/api/messages${this.#channelInQuery ? channelQuery(channel) : ""}`, this.#base),
-        { method: "POST", agent: this.#agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
-        (res) => {
-          res.resume();
-          // Ladder answers 201; Nchan 201, or 202 while no subscriber listens.
-          const status = res.statusCode ?? 0;
-          res.once("end", () => resolve({ ok: status >= 200 && status < 300, roundTripMs: nowMs() - t }));
-        },
-      );
-      req.once("error", () => resolve({ ok: false, roundTripMs: nowMs() - t }));
-      req.setTimeout(30_000, () => req.destroy(new Error("publish timed out")));
-      req.end(body);
-    });
-  }
-
-  /**
-   * Publishes `rate` messages a second for `seconds`: each tick sends whatever is due by the clock, so a
-   * late tick catches up instead of lowering the rate. `beforeFirst` runs just before the first stamp.
-   */
-  async run(rate: number, seconds: number, beforeFirst?: (stamp: number) => void): Promise<PublishResult> {
-    const total = Math.max(1, Math.round(rate * seconds));
-    const pending: Array<Promise<{ ok: boolean; roundTripMs: number }>> = [];
-    let firstAt = 0;
-    let lastAt = 0;
-    beforeFirst?.(nowMs());
-    const start = performance.now();
-    await new Promise<void>((resolve) => {
-      const tick = (): void => {
-        const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
-        while (pending.length < due) {
-          pending.push(
-            this.#post((stamp) => {
-              if (firstAt === 0) firstAt = stamp;
-              lastAt = stamp;
-            }),
-          );
-        }
-        if (pending.length >= total) resolve();
-        else setTimeout(tick, Math.max(1, Math.min(10, 1000 / rate / 2)));
-      };
-      tick();
-    });
-    const results = await Promise.all(pending);
-    const ok = results.filter((r) => r.ok).length;
-    const trips = results.map((r) => r.roundTripMs).sort((a, b) => a - b);
-    return {
-      attempted: total,
-      ok,
-      failed: total - ok,
-      firstAt,
-      lastAt,
-      postP50Ms: trips[Math.floor(trips.length / 2)] ?? NaN,
-      postMaxMs: trips.at(-1) ?? NaN,
-    };
-  }
-
-  close(): void {
-    this.#agent.destroy();
-  }
 }

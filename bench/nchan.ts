@@ -15,7 +15,7 @@
  * and long-poll URLs carry it: Nchan cannot read it from a JSON body or a `join` frame, so its publisher
  * and WebSocket clients add `?channel=` (see {@link channelQuery}). `POST /pub/<channel>` is Nchan's own
  * publisher URL, which the publish mode drives (`GET` on it reports the channel: queued messages,
- * subscribers).
+ * subscribers); a WebSocket to it is a publisher of that one channel (`--publisher ws` with one channel).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -23,8 +23,9 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServerStats } from "./ipc.js";
-import { channelQuery, type LongPollDialect } from "./load.js";
+import { CHANNEL, channelQuery, type LongPollDialect } from "./load.js";
 import { onKillAll, readCpuUs, readRssKb, type BenchServer } from "./proc.js";
+import type { PublishDialect } from "./publisher.js";
 
 const NGINX_CANDIDATES = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"];
 const MODULE_CANDIDATES = ["/usr/lib/nginx/modules/ngx_nchan_module.so", "/usr/lib64/nginx/modules/ngx_nchan_module.so", "/usr/local/nginx/modules/ngx_nchan_module.so"];
@@ -48,7 +49,10 @@ export function findNchan(): NchanInstall | string {
 /** Patterns the bench runs against Nchan (it has no interval poll with Ladder's contract; TLS is left out). */
 export const NCHAN_PATTERNS: ReadonlySet<string> = new Set(["sse", "websocket", "long-poll"]);
 
-/** Publish scenarios Nchan has a form for: single messages over HTTP (it has no batch, and no WebSocket publish with acks). */
+/**
+ * Publish scenarios Nchan has a form for: single messages over HTTP (it has no batch; its WebSocket
+ * publisher answers each frame, in order, but binds one channel per connection).
+ */
 export const NCHAN_PUBLISH_SCENARIOS: ReadonlySet<string> = new Set(["http"]);
 
 /** Messages Nchan keeps per channel, as Ladder's `historySize` and the baseline's array. */
@@ -92,10 +96,11 @@ http {
       nchan_channel_id $bench_channel;
       nchan_publisher http;
     }
-    # Nchan's own publisher URL (publish mode): POST publishes the body, GET reports the channel.
+    # Nchan's own publisher URL (publish mode): POST publishes the body, GET reports the channel; a
+    # WebSocket to it publishes each frame to that channel (--publisher ws, one channel).
     location ~ ^/pub/([^/]+)$ {
       nchan_channel_id $1;
-      nchan_publisher http;
+      nchan_publisher http websocket;
     }
     location = /api/messages {
       nchan_channel_id $bench_channel;
@@ -272,6 +277,25 @@ export class NchanServer implements BenchServer {
     rmSync(this.#dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * Why Nchan cannot take the fan-out's WebSocket publishes for `channels` channels, or null when it can:
+ * its WebSocket publisher binds the one channel its URL names, so a shape with C channels would need C
+ * publisher connections (10,000 in the many-small-channels shape).
+ */
+export function nchanWebSocketPublishRefusal(channels: number): string | null {
+  return channels === 1 ? null : `Nchan's WebSocket publisher binds one channel per connection: ${channels} channels would need ${channels} publisher connections`;
+}
+
+/**
+ * Publishing to Nchan: a POST names the channel in the query (Nchan reads no JSON body; the body is the
+ * message); with one channel, WebSockets to its own publisher URL, answered in order.
+ */
+export const NCHAN_PUBLISH: PublishDialect = {
+  postPath: (channel) => `/api/messages${channelQuery(channel)}`,
+  webSocketPath: (channels) => (nchanWebSocketPublishRefusal(channels) === null ? `/pub/${CHANNEL}` : null),
+  webSocketAcks: "in-order",
+};
 
 /**
  * Nchan's long-poll cursor: the `Last-Modified` and `Etag` of the last answer, sent back as

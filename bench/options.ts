@@ -4,12 +4,17 @@ import { ENGINE_NAMES, type EngineName } from "./engines.js";
 import type { Impl } from "./ipc.js";
 import { PATTERNS, type Pattern } from "./load.js";
 import { PUBLISH_SCENARIOS, type PublishScenario } from "./publish.js";
+import { PUBLISHER_KINDS, type PublisherKind } from "./publisher.js";
 
 export interface BenchOptions {
   readonly subscribers: number;
   /** Channels the subscribers and the messages are spread over (the many-small-channels shape); 1 by default. */
   readonly channels: number;
   readonly rate: number;
+  /** How the fan-out cases publish: a POST per message, or a frame per message on publisher WebSockets. */
+  readonly publisher: PublisherKind;
+  /** Publisher WebSockets of `--publisher ws`. */
+  readonly publisherConnections: number;
   readonly seconds: number;
   readonly warmupSeconds: number;
   readonly patterns: readonly Pattern[];
@@ -57,6 +62,11 @@ export const USAGE = `npm run bench -- [flags]
                       --subscribers 10000 --channels 10000 every channel has one subscriber.
                       Subscribers must be a multiple of C; sse and websocket patterns only
   --rate R            messages published per second                    (default 200, 1..20000)
+  --publisher KIND    http: one POST /api/messages per message         (default http)
+                      ws: one publish frame per message over persistent WebSockets,
+                      each acked (Nchan: only with one channel, else it stays on http
+                      and the report says so)
+  --publisher-connections N  publisher WebSockets of --publisher ws   (default 1, 1..1000)
   --seconds S         length of the measured publish phase             (default 10, 1..300)
   --warmup S          unmeasured publishing before it                  (default min(1, seconds/6))
   --patterns LIST     sse,websocket,long-poll,poll,sse-tls,sse-h2      (default all six)
@@ -130,6 +140,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
       subscribers: { type: "string" },
       channels: { type: "string" },
       rate: { type: "string" },
+      publisher: { type: "string" },
+      "publisher-connections": { type: "string" },
       seconds: { type: "string" },
       warmup: { type: "string" },
       patterns: { type: "string" },
@@ -167,10 +179,18 @@ export function parseOptions(argv: readonly string[]): BenchOptions | "help" {
     const other = patterns.filter((p) => p !== "sse" && p !== "websocket");
     if (other.length > 0 || values.patterns === undefined) throw new UsageError(`--channels needs --patterns sse and/or websocket`);
   }
+  const publisher = values.publisher ?? "http";
+  if (!(PUBLISHER_KINDS as readonly string[]).includes(publisher)) throw new UsageError(`--publisher takes ${PUBLISHER_KINDS.join(" or ")}; got ${JSON.stringify(publisher)}`);
+  if (publisher !== "http" && (values.engines !== undefined || values.workers !== undefined || values.publish !== undefined)) {
+    throw new UsageError(`--publisher ${publisher} applies to the fan-out cases, not to --engines, --workers or --publish`);
+  }
+  if (values["publisher-connections"] !== undefined && publisher !== "ws") throw new UsageError("--publisher-connections needs --publisher ws");
   return {
     subscribers,
     channels,
     rate: number("rate", values.rate, 200, 1, 20_000),
+    publisher: publisher as PublisherKind,
+    publisherConnections: Math.round(number("publisher-connections", values["publisher-connections"], 1, 1, 1000)),
     seconds,
     warmupSeconds: number("warmup", values.warmup, Math.min(1, seconds / 6), 0, 60),
     patterns,

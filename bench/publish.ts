@@ -22,7 +22,6 @@ import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { WebSocket } from "ws";
 import { FLOOR_PUBLISH_SCENARIOS } from "./floor.js";
 import type { Impl } from "./ipc.js";
 import { NCHAN_MESSAGES_KEPT, NCHAN_PUBLISH_SCENARIOS, NchanServer, type NchanInstall } from "./nchan.js";
@@ -30,6 +29,7 @@ import type { BenchOptions } from "./options.js";
 import { ServerHandle, type BenchServer, type Pinning } from "./proc.js";
 import { cleanup, engineUrl, type EngineName } from "./engines.js";
 import { table } from "./report.js";
+import { PublisherSockets, type FrameOutcome } from "./ws-publish.js";
 
 export type PublishScenario = "http" | "http-batch" | "ws" | "ws-batch" | "history";
 export const PUBLISH_SCENARIOS: readonly PublishScenario[] = ["http", "http-batch", "ws", "ws-batch", "history"];
@@ -134,59 +134,43 @@ interface WsRun {
 
 /**
  * `frames` publish frames spread over `connections` WebSockets, each keeping `window` in flight: a new
- * frame goes out as each ack comes back. A batch ack counts its messages; refused ones count as failed.
+ * frame goes out as each answer comes back (bench/ws-publish.ts). A batch ack counts its messages; refused
+ * and unanswered ones count as failed.
  */
 async function wsPublish(url: string, connections: number, frames: number, window: number, batch: number): Promise<WsRun> {
-  const wsUrl = `${url.replace(/^http/, "ws")}/api/ws`;
-  const sockets = await Promise.all(
-    Array.from(
-      { length: connections },
-      () =>
-        new Promise<WebSocket>((resolve, reject) => {
-          const ws = new WebSocket(wsUrl, { perMessageDeflate: false });
-          ws.once("open", () => resolve(ws));
-          ws.once("error", reject);
-        }),
-    ),
-  );
+  const sockets = await PublisherSockets.open(`${url.replace(/^http/, "ws")}/api/ws`, connections);
   const items = Array.from({ length: batch }, () => `{"data":${DATA}}`).join(",");
   const frame = (ref: number): string =>
     batch > 1 ? `{"type":"publish","room":"${CHANNEL}","ref":${ref},"messages":[${items}]}` : `{"type":"publish","room":"${CHANNEL}","ref":${ref},"data":${DATA}}`;
   let acked = 0;
   let failed = 0;
   try {
-    await Promise.all(
-      sockets.map(
-        (ws, c) =>
-          new Promise<void>((resolve, reject) => {
-            const share = Math.floor(frames / connections) + (c < frames % connections ? 1 : 0);
-            let sent = 0;
-            let answered = 0;
-            const next = (): void => {
-              if (sent < share) ws.send(frame(sent++));
-            };
-            ws.on("message", (data: Buffer) => {
-              const text = data.toString("utf8");
-              if (text.startsWith('{"type":"ack"')) {
-                const errors = batch > 1 ? text.split('"error"').length - 1 : 0;
-                acked += batch - errors;
-                failed += errors;
-              } else if (text.startsWith('{"type":"error"')) {
-                failed += batch;
-              } else {
-                return;
-              }
-              if (++answered === share) resolve();
-              else next();
-            });
-            ws.once("close", () => (answered < share ? reject(new Error("WebSocket closed during the run")) : resolve()));
-            if (share === 0) resolve();
-            for (let i = 0; i < window; i++) next();
-          }),
-      ),
-    );
+    await new Promise<void>((resolve) => {
+      let sending = connections;
+      const finished = (): void => {
+        if (--sending === 0) resolve();
+      };
+      for (let c = 0; c < connections; c++) {
+        const share = Math.floor(frames / connections) + (c < frames % connections ? 1 : 0);
+        let sent = 0;
+        let answered = 0;
+        const next = (): void => {
+          if (sent === share) return;
+          sent++;
+          sockets.send(c, frame, batch, onAnswer);
+        };
+        const onAnswer = (outcome: FrameOutcome): void => {
+          acked += outcome.acked;
+          failed += outcome.refused + outcome.unanswered;
+          if (++answered === share) finished();
+          else next();
+        };
+        if (share === 0) finished();
+        for (let i = 0; i < window; i++) next();
+      }
+    });
   } finally {
-    for (const ws of sockets) ws.terminate();
+    sockets.close();
   }
   return { acked, failed };
 }

@@ -7,6 +7,9 @@ export interface Ratio {
   readonly pattern: Pattern;
   /** What ladder is divided by. */
   readonly against: Exclude<Impl, "ladder">;
+  /** How each side published, ladder's first (`ws×1 / http`): a comparison across publishers says so. */
+  readonly publishers: string;
+  readonly mixedPublishers: boolean;
   /** ladder ÷ the other: above 1 is better for delivered/s, worse for the others. */
   readonly deliveredPerSec: number;
   readonly p50: number;
@@ -70,6 +73,8 @@ export function ratios(results: readonly CaseResult[], against: Exclude<Impl, "l
     out.push({
       pattern: ladder.pattern,
       against,
+      publishers: `${ladder.publisher} / ${baseline.publisher}`,
+      mixedPublishers: ladder.publisher !== baseline.publisher,
       deliveredPerSec: ladder.deliveredPerSec / baseline.deliveredPerSec,
       p50: ladder.latencyMs.p50 / baseline.latencyMs.p50,
       p99: ladder.latencyMs.p99 / baseline.latencyMs.p99,
@@ -81,10 +86,11 @@ export function ratios(results: readonly CaseResult[], against: Exclude<Impl, "l
 }
 
 export function resultsTable(results: readonly CaseResult[]): string {
-  const headers = ["pattern", "impl", "subscribers", "delivered/s", "% offered", "p50 ms", "p99 ms", "CPU µs/delivered", "KB/idle conn", "srv CPU%", "load CPU%"];
+  const headers = ["pattern", "impl", "publisher", "subscribers", "delivered/s", "% offered", "p50 ms", "p99 ms", "CPU µs/delivered", "KB/idle conn", "srv CPU%", "load CPU%", "failed pubs"];
   const rows = results.map((r) => [
     r.pattern,
     r.impl,
+    r.publisher,
     String(r.subscribers),
     grouped(r.deliveredPerSec),
     fixed((r.deliveredPerSec / r.offeredPerSec) * 100, 0),
@@ -94,19 +100,21 @@ export function resultsTable(results: readonly CaseResult[]): string {
     fixed(r.idle.kbPerConnection, 1),
     fixed(r.serverCpuPercent, 0),
     fixed(r.clientCpuPercent, 0),
+    String(r.publishFailed),
   ]);
-  return table(headers, rows, 2);
+  return table(headers, rows, 3);
 }
 
 export function ratioTable(list: readonly Ratio[]): string {
-  const headers = ["pattern", "delivered/s", "p50", "p99", "CPU/delivered", "KB/idle conn"];
+  const headers = ["pattern", "publishers", "delivered/s", "p50", "p99", "CPU/delivered", "KB/idle conn"];
   const rows = list.map((r) => [
     r.pattern,
+    r.publishers,
     fixed(r.deliveredPerSec, 2),
     fixed(r.p50, 2),
     fixed(r.p99, 2),
     fixed(r.cpuUsPerDelivered, 2),
     fixed(r.kbPerIdleConnection, 2),
   ]);
-  return table(headers, rows, 1);
+  return table(headers, rows, 2);
 }

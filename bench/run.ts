@@ -14,7 +14,7 @@ import { findNchan, NCHAN_PATTERNS, NCHAN_PUBLISH_SCENARIOS } from "./nchan.js";
 import { publishCases, publishComparisons, publishTable, runPublishCase, type PublishCaseResult } from "./publish.js";
 import { checkFdLimit, CLOCK_TICKS, installCleanup, killAllChildren, pinCores, waitForQuiet } from "./proc.js";
 import { medianOf, medianResults, ratios, ratioTable, resultsTable } from "./report.js";
-import { runCase, type CaseResult } from "./scenario.js";
+import { publisherPlan, runCase, type CaseResult } from "./scenario.js";
 
 const DEFAULT_OUT = fileURLToPath(new URL("../../bench/results/latest.json", import.meta.url));
 
@@ -29,6 +29,18 @@ function noise(result: CaseResult): number {
 
 function medianPublishResults(runs: readonly PublishCaseResult[]): PublishCaseResult[] {
   return medianOf(runs, (r) => `${r.scenario}/${r.impl}/${r.engine}/${r.connections}`);
+}
+
+/** How each implementation of the fan-out cases publishes, said once at the top: a run may mix them (Nchan on many channels). */
+function publishersLine(options: BenchOptions, nchanInstalled: boolean): string {
+  const plans = options.impls
+    .filter((impl) => impl !== "nchan" || nchanInstalled)
+    .map((impl) => {
+      const plan = publisherPlan(impl, options);
+      return `${impl} ${plan.label}${plan.fallback ? ` (${plan.fallback})` : ""}`;
+    });
+  const what = options.publisher === "ws" ? "ws×N: one publish frame per message on N publisher WebSockets, each acked; http: " : "";
+  return `publisher: ${plans.join(", ")} [${what}one POST /api/messages per message]`;
 }
 
 async function main(): Promise<number> {
@@ -63,6 +75,7 @@ async function main(): Promise<number> {
   const nchanCases = options.publish ? `publish ${[...NCHAN_PUBLISH_SCENARIOS].join(",")}` : `patterns ${[...NCHAN_PATTERNS].join(",")}`;
   if (nchan) header.push(`nchan: ${nchan.nginx} with ${nchan.module ?? "Nchan built in"} (${nchanCases})`);
   else if (typeof nchanFound === "string") header.push(`nchan: left out: ${nchanFound}`);
+  if (!options.publish && !options.engines && !options.workers) header.push(publishersLine(options, nchan !== null));
   for (const line of header) process.stdout.write(`${line}\n`);
 
   if (options.workers) {
@@ -152,6 +165,9 @@ async function main(): Promise<number> {
   if (ratioList.length > 0) process.stdout.write(`\nladder / baseline (delivered/s: higher is better; the rest: lower is better)\n${ratioTable(ratioList)}\n`);
   if (nchanRatios.length > 0) process.stdout.write(`\nladder / nchan (delivered/s: higher is better; the rest: lower is better)\n${ratioTable(nchanRatios)}\n`);
   if (floorRatios.length > 0) process.stdout.write(`\nladder / floor, a raw node:net server (delivered/s: higher is better; the rest: lower is better)\n${ratioTable(floorRatios)}\n`);
+  for (const r of [...ratioList, ...nchanRatios, ...floorRatios].filter((x) => x.mixedPublishers)) {
+    process.stdout.write(`note: ${r.pattern} ladder / ${r.against} compares different publishers (ladder / ${r.against}: ${r.publishers})\n`);
+  }
   const noted = results.filter((r) => r.notes.length > 0);
   for (const r of noted) process.stdout.write(`note ${r.pattern}/${r.impl}: ${r.notes.join("; ")}\n`);
   const saturatedClient = results.filter((r) => r.clientCpuPercent > 90);
@@ -179,7 +195,8 @@ async function main(): Promise<number> {
     },
     units: {
       deliveredPerSec: "deliveries per second, all subscribers together, over first publish → last delivery",
-      latencyMs: "publish stamp (before the POST) → receipt by the subscriber, ms",
+      latencyMs: "publish stamp (before the POST or the publish frame is sent) → receipt by the subscriber, ms",
+      publisher: "http: one POST /api/messages per message; ws×N: one publish frame per message over N publisher WebSockets, each acked",
       cpuUsPerDelivered: "server utime+stime (/proc/<pid>/stat) over the publish phase and drain, µs ÷ deliveries",
       kbPerConnection: "server VmRSS growth after gc with the subscribers idle, kB ÷ connections",
     },

@@ -3,10 +3,11 @@
  * the memory figure, then a warm-up and a steady publish phase for throughput, latency and CPU.
  */
 import type { Impl } from "./ipc.js";
-import { H2Pool, openSubscribers, protocolFor, Publisher, type ClientOptions, type Pattern, type Subscriber } from "./load.js";
+import { H2Pool, openSubscribers, protocolFor, type ClientOptions, type Pattern, type Subscriber } from "./load.js";
 import { DeliveryMetrics, nowMs } from "./metrics.js";
-import { NCHAN_LONG_POLL, NchanServer, type NchanInstall } from "./nchan.js";
+import { NCHAN_LONG_POLL, NCHAN_PUBLISH, nchanWebSocketPublishRefusal, NchanServer, type NchanInstall } from "./nchan.js";
 import type { BenchOptions } from "./options.js";
+import { HTTP_PUBLISH_CONNECTIONS, LADDER_PUBLISH, Publisher, publisherLabel, type PublishDialect, type PublisherKind } from "./publisher.js";
 import { readSchedTimes, ServerHandle, type BenchServer, type Pinning, type SchedTimes } from "./proc.js";
 
 export interface CaseResult {
@@ -15,8 +16,16 @@ export interface CaseResult {
   readonly subscribers: number;
   readonly rate: number;
   readonly seconds: number;
+  /** How messages were published: `http`, or `ws×N` (N publisher WebSockets); see {@link publisherPlan}. */
+  readonly publisher: string;
+  /** Publishes acknowledged (2xx, or an ack without error) in the phase. */
   readonly published: number;
+  /** Publishes of the phase that were not acknowledged: refused + unanswered. */
   readonly publishFailed: number;
+  /** Answered with an error (non-2xx, an error frame). */
+  readonly publishRefused: number;
+  /** Never answered (failed request, timeout, closed connection). */
+  readonly publishUnanswered: number;
   readonly expected: number;
   readonly delivered: number;
   /** Expected deliveries that never came within the drain window (negative: duplicates). */
@@ -85,6 +94,36 @@ async function drain(count: () => number, expected: number, quietMs: number, max
   }
 }
 
+export interface PublisherPlan {
+  readonly via: PublisherKind;
+  readonly connections: number;
+  readonly dialect: PublishDialect;
+  /** `http` or `ws×N`, as the report shows it. */
+  readonly label: string;
+  /** Why this implementation does not publish as `--publisher` asked, or null. */
+  readonly fallback: string | null;
+}
+
+/** Why `impl` cannot take the fan-out's WebSocket publishes with this shape, or null when it can. */
+function webSocketPublishRefusal(impl: Impl, options: BenchOptions): string | null {
+  if (impl === "nchan") return nchanWebSocketPublishRefusal(options.channels);
+  if (impl === "floor") return "the floor (bench/floor.ts) serves HTTP only, no WebSocket";
+  return null;
+}
+
+/**
+ * How an implementation's case publishes: as `--publisher` asks, except where it has no WebSocket
+ * publisher for the shape (Nchan on more than one channel: its WebSocket publisher binds one channel per
+ * connection; the floor: no WebSocket at all), which stays on HTTP and says so.
+ */
+export function publisherPlan(impl: Impl, options: BenchOptions): PublisherPlan {
+  const dialect = impl === "nchan" ? NCHAN_PUBLISH : LADDER_PUBLISH;
+  const refusal = options.publisher === "ws" ? webSocketPublishRefusal(impl, options) : null;
+  const via = refusal === null ? options.publisher : "http";
+  const connections = via === "ws" ? options.publisherConnections : HTTP_PUBLISH_CONNECTIONS;
+  return { via, connections, dialect, label: publisherLabel(via, connections), fallback: refusal === null ? null : `published over http, not ws: ${refusal}` };
+}
+
 /** `nchan` needs where nginx and its module are (see {@link findNchan}). */
 export async function runCase(
   pattern: Pattern,
@@ -96,7 +135,9 @@ export async function runCase(
 ): Promise<CaseResult> {
   const n = options.subscribers;
   const notes: string[] = [];
-  const maxConnections = n * 2 + 100;
+  const plan = publisherPlan(impl, options);
+  if (plan.fallback) notes.push(plan.fallback);
+  const maxConnections = n * 2 + 100 + (plan.via === "ws" ? plan.connections : 0);
   let server: BenchServer;
   if (impl === "nchan") {
     if (!nchan) throw new Error("the nchan case needs nginx with its Nchan module");
@@ -126,7 +167,7 @@ export async function runCase(
     ...(impl === "nchan" ? { longPoll: NCHAN_LONG_POLL, webSocketSubscribedOnOpen: true } : {}),
   };
   const subscribers: Subscriber[] = [];
-  const publisher = new Publisher(base, channels, { channelInQuery: impl === "nchan" });
+  const publisher = new Publisher(base, channels, { via: plan.via, connections: plan.connections, dialect: plan.dialect });
   // Subscribers and messages go round the channels alike, so each message has n / channels subscribers.
   const perMessage = n / channels;
   const holds = pattern !== "poll";
@@ -164,11 +205,14 @@ export async function runCase(
     };
     log(`  ${n} ${pattern} subscribers open; idle RSS ${rssBefore} -> ${rssAfter} kB`);
     if (h2) notes.push(`${h2.sessions} HTTP/2 connections carry the ${n} streams; KB/idle conn is per stream`);
+    // After the idle figures, so the publisher's own connections are not charged to the subscribers.
+    await publisher.open();
 
     if (options.warmupSeconds > 0) {
       // Warm-up messages carry stamps before the phase starts, so any still arriving later are not counted.
       const seenBefore = metrics.seen;
       const warm = await publisher.run(options.rate, options.warmupSeconds);
+      if (warm.failed > 0) notes.push(`warm-up: ${warm.failed} of ${warm.attempted} publishes failed`);
       // Let a saturated server finish the warm-up before the phase, so the phase measures only itself.
       await drain(() => metrics.seen - seenBefore, warm.ok * perMessage, 2000, 30_000);
       await sleep(100);
@@ -211,7 +255,10 @@ export async function runCase(
     if (foreignWaitMs.load > phaseMs * 0.05) notes.push(`other processes held the load generator's core for ~${Math.round(foreignWaitMs.load)} ms`);
     const serverCpuPercent = (serverCpuUs / (phaseMs * 1000)) * 100;
     if (serverCpuPercent > 90) notes.push(`server saturated (${Math.round(serverCpuPercent)}% of its core): delivered/s is its capacity, latencies are mostly queueing`);
-    if (published.failed > 0) notes.push(`${published.failed} publishes failed`);
+    if (published.failed > 0) {
+      notes.push(`${published.failed} of ${published.attempted} publishes (${plan.label}) failed: ${published.refused} refused, ${published.unanswered} never answered`);
+    }
+    if (publisher.unmatchedAnswers > 0) notes.push(`${publisher.unmatchedAnswers} publish answers matched no publish in flight`);
     if (metrics.errors > 0) notes.push(`${metrics.errors} client errors`);
     if (metrics.delivered < expected) notes.push(`${expected - metrics.delivered} of ${expected} expected deliveries missing`);
     if (metrics.delivered > expected) notes.push(`${metrics.delivered - expected} deliveries more than expected (duplicates)`);
@@ -221,8 +268,11 @@ export async function runCase(
       subscribers: n,
       rate: options.rate,
       seconds: options.seconds,
+      publisher: plan.label,
       published: published.ok,
       publishFailed: published.failed,
+      publishRefused: published.refused,
+      publishUnanswered: published.unanswered,
       expected,
       delivered: metrics.delivered,
       missing: expected - metrics.delivered,
@@ -234,7 +284,7 @@ export async function runCase(
         mean: metrics.latency.mean,
         max: metrics.latency.max,
       },
-      publishRoundTripMs: { p50: published.postP50Ms, max: published.postMaxMs },
+      publishRoundTripMs: { p50: published.roundTripP50Ms, max: published.roundTripMaxMs },
       serverCpuUs,
       cpuUsPerDelivered: metrics.delivered > 0 ? serverCpuUs / metrics.delivered : NaN,
       serverCpuPercent,

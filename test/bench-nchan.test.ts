@@ -8,11 +8,13 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { channelOf, openSubscribers, Publisher, type ClientOptions, type Subscriber } from "../bench/load.js";
+import { channelOf, openSubscribers, type ClientOptions, type Subscriber } from "../bench/load.js";
 import { DeliveryMetrics } from "../bench/metrics.js";
-import { findNchan, NCHAN_MESSAGES_KEPT, NchanServer } from "../bench/nchan.js";
+import { findNchan, NCHAN_MESSAGES_KEPT, NCHAN_PUBLISH, NchanServer } from "../bench/nchan.js";
 import { parseOptions, type BenchOptions } from "../bench/options.js";
 import { nchanTarget, publishCases } from "../bench/publish.js";
+import { Publisher } from "../bench/publisher.js";
+import { publisherPlan } from "../bench/scenario.js";
 import { IN_CI, waitUntil } from "./helpers/brokers.js";
 import { sleep } from "./helpers/server.js";
 
@@ -36,7 +38,7 @@ describe("the bench's Nchan peer", { skip }, () => {
       const metrics = new DeliveryMetrics();
       const options: ClientOptions = { base: new URL(server.url), metrics, pollIntervalMs: 1000, longPollWaitSeconds: 25, channels, webSocketSubscribedOnOpen: true };
       const subscribers: Subscriber[] = await openSubscribers(pattern, channels, options);
-      const publisher = new Publisher(new URL(server.url), channels, { channelInQuery: true });
+      const publisher = new Publisher(new URL(server.url), channels, { dialect: NCHAN_PUBLISH });
       // The channels outlive a test (the server is shared): count what this one adds.
       const kept = async (c: number) => (await server.channelInfo(channelOf(c, channels)))?.messages ?? 0;
       const before = await Promise.all(Array.from({ length: channels }, (_, c) => kept(c)));
@@ -78,6 +80,32 @@ describe("the bench's Nchan peer", { skip }, () => {
       for (const s of subscribers) s.close();
       publisher.close();
     }
+  });
+
+  test("--publisher ws on one channel: Nchan's WebSocket publisher answers every frame, and every subscriber gets it", async () => {
+    const metrics = new DeliveryMetrics();
+    const options: ClientOptions = { base: new URL(server.url), metrics, pollIntervalMs: 1000, longPollWaitSeconds: 25, webSocketSubscribedOnOpen: true };
+    const subscribers = [...(await openSubscribers("sse", 2, options)), ...(await openSubscribers("websocket", 2, options))];
+    const publisher = new Publisher(new URL(server.url), 1, { via: "ws", connections: 2, dialect: NCHAN_PUBLISH });
+    try {
+      await waitUntil("subscribers held", async () => (await server.stats()).held >= 4);
+      await publisher.open();
+      const sent = await publisher.run(40, 0.5);
+      assert.deepEqual([sent.ok, sent.failed], [20, 0], "each frame answered with the channel's info");
+      await waitUntil("deliveries", () => metrics.seen >= 4 * sent.ok);
+      await sleep(200);
+      assert.equal(metrics.seen, 4 * sent.ok, "every subscriber has every message once");
+    } finally {
+      for (const s of subscribers) s.close();
+      publisher.close();
+    }
+    // On more than one channel a WebSocket per channel would be needed: the fan-out keeps Nchan on HTTP and says so.
+    await assert.rejects(new Publisher(new URL(server.url), 4, { via: "ws", dialect: NCHAN_PUBLISH }).open(), /no WebSocket publisher for 4 channels/);
+    const plan = (args: string[]) => publisherPlan("nchan", parseOptions(args) as BenchOptions);
+    assert.equal(plan(["--publisher", "ws", "--publisher-connections", "3"]).label, "ws×3");
+    const many = plan(["--publisher", "ws", "--subscribers", "100", "--channels", "100", "--patterns", "sse"]);
+    assert.deepEqual([many.via, many.label], ["http", "http"]);
+    assert.match(many.fallback ?? "", /one channel per connection: 100 channels would need 100 publisher connections/);
   });
 
   test("publish mode: POST /pub/<channel> answers 2xx, stores the body whole and keeps the newest 1,000", async () => {
