@@ -65,15 +65,27 @@ function cutAfterStore(engine: Engine, proxy: Proxy): { cuts: () => number } {
   const publish = engine.publish.bind(engine);
   let armed = true;
   let cuts = 0;
-  engine.publish = async (...args) => {
-    const stored = await publish(...args);
+  const cut = (): void => {
     if (armed) {
       armed = false;
       cuts++;
       proxy.cutAll();
     }
+  };
+  engine.publish = async (...args) => {
+    const stored = await publish(...args);
+    cut();
     return stored;
   };
+  // The hub publishes through publishSync where the engine has it (the memory engine).
+  const publishSync = engine.publishSync?.bind(engine);
+  if (publishSync) {
+    engine.publishSync = (...args) => {
+      const stored = publishSync(...args);
+      cut();
+      return stored;
+    };
+  }
   return { cuts: () => cuts };
 }
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
-import { compareIds, type Message } from "../src/protocol/index.js";
+import { compareIds, LadderError, type Message } from "../src/protocol/index.js";
 import { DEDUPE_WINDOW_MS, type Engine } from "../src/engines/engine.js";
 import { MemoryEngine } from "../src/engines/memory.js";
 import { MessageChannel } from "node:worker_threads";
@@ -108,6 +108,33 @@ for (const factory of factories) {
         assert.deepEqual(stored.messages.map((m) => m.data), mine.map((m) => m.data));
         assert.deepEqual(stored.messages.map((m) => m.id), mine.map((m) => m.id));
       }
+      await engine.close();
+    });
+
+    test("publishSync, where the engine has it, stores, hands to listeners within the call and keeps order with publish", async (t) => {
+      const engine = await factory.create({ maxCount: 100, maxAgeMs: 60_000 });
+      if (!engine.publishSync) {
+        await engine.close();
+        t.skip(`${factory.name} appends through its broker: no publishSync`);
+        return;
+      }
+      const ch = fresh();
+      const heard: unknown[] = [];
+      const unsubscribe = await engine.subscribe(ch, (message) => heard.push(message.data));
+      const first = await engine.publish(ch, 1);
+      const second = engine.publishSync(ch, 2);
+      assert.deepEqual(heard, [1, 2], "the listener heard the message before publishSync returned");
+      assert.ok(compareIds(first.id, second.id) < 0);
+      const third = await engine.publish(ch, 3);
+      assert.ok(compareIds(second.id, third.id) < 0);
+      assert.deepEqual((await engine.read(ch, "0", 10)).messages.map((m) => m.id), [first.id, second.id, third.id]);
+      const keyed = engine.publishSync(ch, 4, undefined, "k1");
+      const again = engine.publishSync(ch, 4, undefined, "k1");
+      assert.equal(again.duplicate, true);
+      assert.equal(again.id, keyed.id);
+      // A refusal throws within the call (a measured size past the whole budget), not a rejected promise.
+      assert.throws(() => engine.publishSync!(ch, "x", 2 ** 40), (error: unknown) => error instanceof LadderError && error.code === "payload_too_large");
+      unsubscribe();
       await engine.close();
     });
 

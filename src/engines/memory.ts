@@ -137,6 +137,10 @@ export class MemoryEngine implements Engine {
 
   /** `encodedBytes`: the data's JSON length when the caller measured it already (the hub does), else measured here. */
   async publish(channel: string, data: unknown, encodedBytes?: number, key?: string): Promise<Published> {
+    return this.publishSync(channel, data, encodedBytes, key);
+  }
+
+  publishSync(channel: string, data: unknown, encodedBytes?: number, key?: string): Published {
     const seen = key === undefined ? undefined : this.#dedupe.get(channel, key, this.#now());
     if (seen) return { ...seen, channel, data, duplicate: true };
     const size = (encodedBytes ?? Buffer.byteLength(JSON.stringify(data) ?? "")) + MESSAGE_OVERHEAD_BYTES;

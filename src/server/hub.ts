@@ -243,7 +243,10 @@ export class Hub {
    * What a WebSocket's publish frames call: one function for every socket. A closure made in the upgrade
    * handler would keep that handler's scope alive per socket (the upgrade request, its headers and URL).
    */
-  readonly #publishFrame = (channel: string, data: unknown, key?: string): Promise<Published> => this.#publishNow(channel, data, key);
+  readonly #publishFrame = (channel: string, data: unknown, key?: string): Promise<Published> => {
+    const published = this.#publishNow(channel, data, key);
+    return published instanceof Promise ? published : Promise.resolve(published);
+  };
 
   /** Mounts the hub on a server: its requests and upgrades; other upgrades are refused. */
   attach(server: HttpServer): this {
@@ -263,7 +266,11 @@ export class Hub {
   }
 
   /** {@link publish} for the transports: refusals throw at once rather than reject a turn later. */
-  #publishNow(channel: unknown, data: unknown, key?: string): Promise<Published> {
+  /**
+   * Every publish's checks, then the engine. The message itself (no promise) from an engine that appends
+   * in this process; a refusal throws at once either way.
+   */
+  #publishNow(channel: unknown, data: unknown, key?: string): Published | Promise<Published> {
     if (this.#closed) throw new LadderError("unavailable", "hub is closed");
     const name = checkChannel(channel);
     if (data === undefined) throw new LadderError("bad_request", "data is required");
@@ -272,8 +279,14 @@ export class Hub {
     const size = Buffer.byteLength(JSON.stringify(data));
     if (size > max) throw new LadderError("payload_too_large", `data is larger than ${max} bytes`);
     if (!this.engine.ready()) throw new LadderError("unavailable", `engine ${this.engine.name} is not ready`);
-    const published = this.engine.publish(name, data, size, checkPublishKey(key, "bad_request"));
+    const engine = this.engine;
     const metrics = this.metrics;
+    if (engine.publishSync) {
+      const message = engine.publishSync(name, data, size, checkPublishKey(key, "bad_request"));
+      if (metrics && !message.duplicate) metrics.published();
+      return message;
+    }
+    const published = engine.publish(name, data, size, checkPublishKey(key, "bad_request"));
     if (metrics) published.then((message) => message.duplicate || metrics.published(), () => undefined);
     return published;
   }

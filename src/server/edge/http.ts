@@ -51,14 +51,22 @@ export function writeChunk(res: HubResponse, chunk: string | Buffer): boolean {
  */
 const CONNECTION_HEADERS = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
 
-export function sendJson(res: HubResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+const JSON_CONTENT_TYPE = "application/json; charset=utf-8";
+
+export function sendJson(res: HubResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   sendJsonText(res, status, JSON.stringify(body), headers);
 }
 
 /** {@link sendJson} for a body already serialised (the poll answers, put together from cached encodings). */
-export function sendJsonText(res: HubResponse, status: number, text: string, headers: Record<string, string> = {}): void {
+export function sendJsonText(res: HubResponse, status: number, text: string, headers?: Record<string, string>): void {
+  if (headers === undefined && !isHttp2(res)) {
+    // The common answer (every publish) as a flat list: node:http stores it without walking an object.
+    res.writeHead(status, ["content-type", JSON_CONTENT_TYPE, "content-length", String(Buffer.byteLength(text)), "cache-control", "no-store"]);
+    res.end(text);
+    return;
+  }
   const all: Record<string, string | number> = {
-    "content-type": "application/json; charset=utf-8",
+    "content-type": JSON_CONTENT_TYPE,
     "content-length": Buffer.byteLength(text),
     "cache-control": "no-store",
     ...headers,

@@ -37,7 +37,7 @@ export function isBatchError(outcome: BatchOutcome): outcome is BatchError {
  * this turn, so an engine that keeps the order of publishes it is handed (all of them do, per channel)
  * stores them in batch order. Resolves when every item is settled; never rejects.
  */
-export function publishEach(items: readonly unknown[], one: (item: unknown) => Promise<Message>): Promise<BatchOutcome[]> {
+export function publishEach(items: readonly unknown[], one: (item: unknown) => Message | Promise<Message>): Promise<BatchOutcome[]> {
   const outcomes = new Array<BatchOutcome>(items.length);
   let pending = items.length;
   return new Promise((resolve) => {
@@ -46,11 +46,15 @@ export function publishEach(items: readonly unknown[], one: (item: unknown) => P
       if (--pending === 0) resolve(outcomes);
     };
     for (let i = 0; i < items.length; i++) {
-      let published: Promise<Message>;
+      let published: Message | Promise<Message>;
       try {
         published = one(items[i]);
       } catch (error) {
         settle(i, batchError(error));
+        continue;
+      }
+      if (!(published instanceof Promise)) {
+        settle(i, published);
         continue;
       }
       published.then(

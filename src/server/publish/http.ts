@@ -19,8 +19,11 @@ export interface PublishHost {
   readonly options: ResolvedOptions;
   readonly access: Access;
   draining(): boolean;
-  /** The hub's publish after the caller's checks: channel, size and engine; refusals throw at once. */
-  publish(channel: string, data: unknown, key?: string): Promise<Published>;
+  /**
+   * The hub's publish after the caller's checks: channel, size and engine; refusals throw at once. The
+   * message itself when the engine appends within the call (the memory engine), else a promise of it.
+   */
+  publish(channel: string, data: unknown, key?: string): Published | Promise<Published>;
   url(req: HubRequest): URL;
   clientIp(req: HubRequest): string;
   facts(req: HubRequest, transport: string, channels: readonly string[]): RequestFacts;
@@ -89,11 +92,10 @@ export class HttpPublish {
     if (fields !== parsed) throw new LadderError("bad_request", 'body must be an object {"channel"?, "data"} or {"messages": [...]}');
     if (!("data" in fields)) throw new LadderError("bad_request", 'body needs a "data" field');
     const key = checkPublishKey(fields.key, "bad_request");
-    this.#publishFrom(req, principal, fields.channel ?? DEFAULT_CHANNEL, fields.data, key).then(
-      (message) =>
-        message.duplicate
-          ? sendJsonText(res, 200, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}","duplicate":true}`)
-          : sendJsonText(res, 201, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}"}`),
+    const published = this.#publishFrom(req, principal, fields.channel ?? DEFAULT_CHANNEL, fields.data, key);
+    if (!(published instanceof Promise)) return answerPublished(res, published);
+    published.then(
+      (message) => answerPublished(res, message),
       (error: unknown) => this.#host.fail(res, error),
     );
   }
@@ -114,7 +116,7 @@ export class HttpPublish {
   }
 
   /** One publish over HTTP: the channel, the caller's right to it and its rate, then the engine. */
-  #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown, key?: string): Promise<Published> {
+  #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown, key?: string): Published | Promise<Published> {
     const host = this.#host;
     const name = checkChannel(channel);
     const access = host.access;
@@ -124,4 +126,10 @@ export class HttpPublish {
     // Under a `hook` rule the app decides, and may replace the data, before the hub publishes.
     return access.askPublishHook(principal, name, data, host.facts(req, "http", [name])).then((checked) => host.publish(name, checked, key));
   }
+}
+
+/** `201 {"id","channel"}`, or `200` with `"duplicate": true` for a key already in the log. */
+function answerPublished(res: HubResponse, message: Published): void {
+  if (message.duplicate) sendJsonText(res, 200, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}","duplicate":true}`);
+  else sendJsonText(res, 201, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}"}`);
 }
