@@ -85,14 +85,15 @@ test("writeDelayMs is bounded: 0 to 1000", () => {
   assert.throws(() => resolveOptions({ writeDelayMs: Number.NaN }), /writeDelayMs/);
 });
 
-/** Records, for each message number `"n":k` received, the index of the TCP read that carried it. */
+/** Records, for each message number `"n":k` received (or what `pattern` numbers), the index of the TCP read that carried it. */
 class ReadLog {
   reads = 0;
   readonly readOf = new Map<number, number>();
   readonly at = new Map<number, number>();
+  constructor(readonly pattern = /"n":(\d+)/g) {}
   onText(text: string): void {
     this.reads++;
-    for (const match of text.matchAll(/"n":(\d+)/g)) {
+    for (const match of text.matchAll(this.pattern)) {
       const n = Number(match[1]);
       this.readOf.set(n, this.reads);
       this.at.set(n, performance.now());
@@ -199,6 +200,34 @@ test("WebSocket over a real socket: a busy socket's frames share one write, an i
       messages.map((m) => [m.room, m.data]),
       [1, 2, 3, 4, 5, 6, 7].map((n) => ["batch", { n }]),
     );
+  } finally {
+    ws.terminate();
+    await running.close();
+  }
+});
+
+test("WebSocket publish acks: a stream of publish frames gets its acks in one write, an idle publisher's ack at once", async () => {
+  const delayMs = 800;
+  const running = await startHub({ writeDelayMs: delayMs });
+  const ws = new WebSocket(`${running.url.replace("http", "ws")}/api/ws`);
+  try {
+    const log = new ReadLog(/"type":"ack","ref":(\d+)/g);
+    const frames: string[] = [];
+    ws.on("upgrade", (res) => res.socket.on("data", (chunk: Buffer) => log.onText(chunk.toString("latin1"))));
+    ws.on("message", (data) => frames.push(String(data)));
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    });
+    await exercise(
+      async (n) => ws.send(JSON.stringify({ type: "publish", room: "acks", data: { n }, ref: n })),
+      log,
+      delayMs,
+    );
+    const acks = frames.map((f) => JSON.parse(f) as { type: string; ref: number; id: string; room: string });
+    assert.deepEqual(acks.map((a) => [a.type, a.ref, a.room]), [1, 2, 3, 4, 5, 6, 7].map((n) => ["ack", n, "acks"]));
+    const stored = await fetch(`${running.url}/api/messages?channel=acks&since=0`).then((r) => r.json() as Promise<Array<{ id: string; data: unknown }>>);
+    assert.deepEqual(stored.map((m) => m.id), acks.map((a) => a.id), "each ack names its stored message");
   } finally {
     ws.terminate();
     await running.close();

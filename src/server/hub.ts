@@ -243,10 +243,7 @@ export class Hub {
    * What a WebSocket's publish frames call: one function for every socket. A closure made in the upgrade
    * handler would keep that handler's scope alive per socket (the upgrade request, its headers and URL).
    */
-  readonly #publishFrame = (channel: string, data: unknown, key?: string): Promise<Published> => {
-    const published = this.#publishNow(channel, data, key);
-    return published instanceof Promise ? published : Promise.resolve(published);
-  };
+  readonly #publishFrame = (channel: string, data: unknown, key?: string): Published | Promise<Published> => this.#publishNow(channel, data, key);
 
   /** Mounts the hub on a server: its requests and upgrades; other upgrades are refused. */
   attach(server: HttpServer): this {

@@ -180,6 +180,11 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
       this.writeMessage(channel, delivery);
       return;
     }
+    this.queueBytes(bytes);
+  }
+
+  /** Bytes to go out with this connection's next batch: held by the batcher with the messages queued around them. */
+  protected queueBytes(bytes: Buffer): void {
     const queue = this.#queue;
     if (queue === null) {
       this.#queue = bytes;

@@ -57,8 +57,11 @@ const CLOSE_GRACE_MS = 5000;
 /** Close code for a token that expired unrefreshed: in the 4000–4999 range applications own, so a client can tell it from 1008. */
 export const CLOSE_TOKEN_EXPIRED = 4001;
 
-/** Publishes through the hub (which bounds the data); refusals may throw at once. */
-export type Publisher = (channel: string, data: unknown, key?: string) => Promise<Published>;
+/**
+ * Publishes through the hub (which bounds the data); refusals may throw at once. The message itself when
+ * the engine appended within the call (the memory engine), else a promise of it.
+ */
+export type Publisher = (channel: string, data: unknown, key?: string) => Published | Promise<Published>;
 
 type Ref = string | number | undefined;
 
@@ -282,6 +285,17 @@ export class WebSocketConnection extends StreamConnection implements Connection 
     this.#ws.send(payload, { binary: false });
   }
 
+  /**
+   * An ack goes out with this socket's next batch, as messages do (core/cork.ts): at the end of the turn
+   * when the socket is idle, within the hold when a publisher sends a stream of frames, so that stream's
+   * acks share writes instead of costing a write system call each.
+   */
+  #sendAck(text: string): void {
+    if (!this.#plain) return this.#sendRaw(text);
+    if (this.state === "closed" || this.#ws.readyState !== this.#ws.OPEN) return;
+    this.queueBytes(textFrame(Buffer.from(text)));
+  }
+
   #sendError(error: unknown, ref: Ref): void {
     const { code, message } = asLadderError(error);
     this.#send(ref === undefined ? { type: "error", code, message } : { type: "error", code, message, ref });
@@ -318,7 +332,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   /** One publish: the caller's right to the room and its rate, then the hub (which bounds the data). */
-  #publishOne(room: string, data: unknown, key?: string): Promise<Published> {
+  #publishOne(room: string, data: unknown, key?: string): Published | Promise<Published> {
     const viaHook = this.#access.publishNeedsHook(this.#principal, room);
     this.#access.takePublish(this.#principal, this.#ip);
     // The hub's own refusals (too large, engine down) answer this publish; they do not count as bad frames.
@@ -347,7 +361,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
       return this.#publishOne(room, message.data);
     }).then((outcomes) => {
       const results = outcomes.map((outcome) => (isBatchError(outcome) ? outcome : { id: outcome.id, room: outcome.channel }));
-      this.#send(ref === undefined ? { type: "ack", results } : { type: "ack", ref, results });
+      this.#sendAck(JSON.stringify(ref === undefined ? { type: "ack", results } : { type: "ack", ref, results }));
     });
   }
 
@@ -397,10 +411,11 @@ export class WebSocketConnection extends StreamConnection implements Connection 
         const room = readRoom(frame);
         if (!("data" in frame)) throw new LadderError("bad_frame", "publish needs data");
         const key = checkPublishKey(frame.key, "bad_frame");
-        this.#publishOne(room, frame.data, key).then(
-          ({ id, duplicate }) => this.#sendRaw(`{"type":"ack",${ref === undefined ? "" : `"ref":${JSON.stringify(ref)},`}"id":${JSON.stringify(id)},"room":"${room}"${duplicate ? ',"duplicate":true' : ""}}`),
-          (error: unknown) => this.#sendError(error, ref),
-        );
+        const published = this.#publishOne(room, frame.data, key);
+        const ack = ({ id, duplicate }: Published): void =>
+          this.#sendAck(`{"type":"ack",${ref === undefined ? "" : `"ref":${JSON.stringify(ref)},`}"id":${JSON.stringify(id)},"room":"${room}"${duplicate ? ',"duplicate":true' : ""}}`);
+        if (published instanceof Promise) published.then(ack, (error: unknown) => this.#sendError(error, ref));
+        else ack(published);
         return;
       }
       case "presence": {
