@@ -5,7 +5,7 @@
  * "one write" is seen as one TCP read on loopback.
  */
 import assert from "node:assert/strict";
-import { connect, type Socket } from "node:net";
+import { connect, Socket } from "node:net";
 import { test } from "node:test";
 import { WebSocket } from "ws";
 import { FLUSH_BYTES, WriteBatcher, type Batched } from "../src/server/core/cork.js";
@@ -206,27 +206,49 @@ test("WebSocket over a real socket: a busy socket's frames share one write, an i
   }
 });
 
-test("WebSocket publish acks: a stream of publish frames gets its acks in one write, an idle publisher's ack at once", async () => {
+test("WebSocket publish acks: a burst's acks share one write, and a publisher awaiting each ack is never held", async () => {
+  // A hold far longer than the test: an ack held for it would show as a wait of 800 ms per publish.
   const delayMs = 800;
   const running = await startHub({ writeDelayMs: delayMs });
   const ws = new WebSocket(`${running.url.replace("http", "ws")}/api/ws`);
   try {
     const log = new ReadLog(/"type":"ack","ref":(\d+)/g);
-    const frames: string[] = [];
+    const acks: Array<{ ref: number; id: string }> = [];
     ws.on("upgrade", (res) => res.socket.on("data", (chunk: Buffer) => log.onText(chunk.toString("latin1"))));
-    ws.on("message", (data) => frames.push(String(data)));
+    ws.on("message", (data) => acks.push(JSON.parse(String(data)) as { ref: number; id: string }));
     await new Promise<void>((resolve, reject) => {
       ws.once("open", resolve);
       ws.once("error", reject);
     });
-    await exercise(
-      async (n) => ws.send(JSON.stringify({ type: "publish", room: "acks", data: { n }, ref: n })),
-      log,
-      delayMs,
-    );
-    const acks = frames.map((f) => JSON.parse(f) as { type: string; ref: number; id: string; room: string });
-    assert.deepEqual(acks.map((a) => [a.type, a.ref, a.room]), [1, 2, 3, 4, 5, 6, 7].map((n) => ["ack", n, "acks"]));
-    const stored = await fetch(`${running.url}/api/messages?channel=acks&since=0`).then((r) => r.json() as Promise<Array<{ id: string; data: unknown }>>);
+    const publish = (n: number): void => ws.send(JSON.stringify({ type: "publish", room: "acks", data: { n }, ref: n }));
+    // One after another, each awaited: every ack comes within the turn, not after the hold.
+    const started = performance.now();
+    for (let n = 1; n <= 20; n++) {
+      publish(n);
+      await log.waitFor(n);
+    }
+    const took = performance.now() - started;
+    assert.ok(took < delayMs, `20 awaited publishes took ${took.toFixed(0)} ms (hold ${delayMs} ms)`);
+    // A burst in one TCP segment (the client's socket corked around it): its acks share one write,
+    // counted on the hub's side of the connection (the client may read separate writes as one).
+    const socket = (ws as unknown as { _socket: Socket })._socket;
+    const write = Socket.prototype.write;
+    let hubWrites = 0;
+    Socket.prototype.write = function (this: Socket, ...args: Parameters<Socket["write"]>): boolean {
+      if (this.remotePort === socket.localPort && this !== socket) hubWrites++;
+      return write.apply(this, args);
+    } as Socket["write"];
+    try {
+      socket.cork();
+      for (let n = 21; n <= 25; n++) publish(n);
+      socket.uncork();
+      await log.waitFor(25);
+    } finally {
+      Socket.prototype.write = write;
+    }
+    assert.equal(hubWrites, 1, `the burst's five acks took ${hubWrites} writes, expected one`);
+    const stored = await fetch(`${running.url}/api/messages?channel=acks&since=0&limit=100`).then((r) => r.json() as Promise<Array<{ id: string }>>);
+    assert.deepEqual(acks.map((a) => a.ref), Array.from({ length: 25 }, (_, i) => i + 1), "every ack, in order");
     assert.deepEqual(stored.map((m) => m.id), acks.map((a) => a.id), "each ack names its stored message");
   } finally {
     ws.terminate();

@@ -73,6 +73,21 @@ export class WriteBatcher {
     slot.push(target);
   }
 
+  /**
+   * Holds `target` until the end of this turn at the latest, however recently it was flushed: for an
+   * answer its peer waits on (a publish's ack). Holding that for `holdMs` would let a publisher that awaits
+   * each ack publish once per `holdMs`; answers to frames read in one turn still share one write. A slot
+   * the target was already held in finds it settled when its time comes.
+   */
+  holdForTurn(target: Batched): void {
+    target.held = true;
+    this.#turn.push(target);
+    if (!this.#turnScheduled) {
+      this.#turnScheduled = true;
+      setImmediate(this.#flushTurn);
+    }
+  }
+
   /** Flushes a held connection now (it queued {@link FLUSH_BYTES}); its pending slot then finds it settled. */
   flush(target: Batched): void {
     flush(target, performance.now());

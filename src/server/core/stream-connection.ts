@@ -194,6 +194,15 @@ export abstract class StreamConnection extends Lifecycle implements Subscription
     if ((this.#queuedBytes += bytes.length) >= FLUSH_BYTES) this.context.batcher.flush(this);
   }
 
+  /**
+   * Bytes a peer waits on (an ack): they go out at the end of this turn, with whatever is queued before
+   * them, and with the answers to other frames read in the same turn.
+   */
+  protected queueAnswer(bytes: Buffer): void {
+    this.queueBytes(bytes);
+    if (this.#queue !== null) this.context.batcher.holdForTurn(this);
+  }
+
   /** The batcher's flush (Batched). */
   flushHeld(): void {
     this.flushQueue();

@@ -286,14 +286,14 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   /**
-   * An ack goes out with this socket's next batch, as messages do (core/cork.ts): at the end of the turn
-   * when the socket is idle, within the hold when a publisher sends a stream of frames, so that stream's
-   * acks share writes instead of costing a write system call each.
+   * An ack goes out at the end of the turn (core/cork.ts), after what the socket has queued: the acks of
+   * the frames a publisher's burst put in one read share one write instead of a system call each. Never
+   * held longer: a publisher that awaits each ack would otherwise get one per hold.
    */
   #sendAck(text: string): void {
     if (!this.#plain) return this.#sendRaw(text);
     if (this.state === "closed" || this.#ws.readyState !== this.#ws.OPEN) return;
-    this.queueBytes(textFrame(Buffer.from(text)));
+    this.queueAnswer(textFrame(Buffer.from(text)));
   }
 
   #sendError(error: unknown, ref: Ref): void {
