@@ -5,7 +5,6 @@
  * error, a screenshot saved under artifacts/screenshots/. The loss accounting is tested as a table.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,34 +13,17 @@ import { after, before, describe, test } from "node:test";
 import { account, type BenchReport } from "../src/bench/run.js";
 import type { RunningServer } from "../src/index.js";
 import { useChromium } from "./helpers/browser.js";
+import { runNode, type ChildRun } from "./helpers/child.js";
 import { startHub } from "./helpers/server.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "ladder.js");
 const SCREENSHOTS = join(ROOT, "artifacts", "screenshots");
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+type Run = ChildRun;
 
 function ladder(args: string[], timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`ladder ${args.join(" ")} did not finish in ${timeoutMs} ms: ${stderr}`));
-    }, timeoutMs);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runNode(BIN, args, timeoutMs);
 }
 
 async function published(hub: RunningServer): Promise<number> {

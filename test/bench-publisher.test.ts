@@ -6,7 +6,6 @@
  * counted as a failure. No timing is asserted.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,28 +17,15 @@ import { parseOptions, UsageError } from "../bench/options.js";
 import { Publisher } from "../bench/publisher.js";
 import { publisherPlan, type CaseResult } from "../bench/scenario.js";
 import { PublisherSockets, type FrameOutcome } from "../bench/ws-publish.js";
+import { runNode, type ChildRun } from "./helpers/child.js";
 import { sleep } from "./helpers/server.js";
 
 const RUN = fileURLToPath(new URL("../bench/run.js", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "ladder-bench-publisher-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function bench(args: string[], timeoutMs = 110_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [RUN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`bench ${args.join(" ")} did not finish in ${timeoutMs} ms: ${stderr}`));
-    }, timeoutMs);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function bench(args: string[], timeoutMs = 110_000): Promise<ChildRun> {
+  return runNode(RUN, args, timeoutMs);
 }
 
 test("--publisher ws, a short real run: every publish acked, every message delivered, each implementation labelled", async () => {
