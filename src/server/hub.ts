@@ -1,6 +1,6 @@
 /**
  * The hub: routes HTTP requests and upgrades to the transports, publishes through the engine, and keeps
- * the set of open connections for heartbeats, limits and a graceful drain. It does not know how any
+ * the open connections (core/connections.ts) for heartbeats, limits and a graceful drain. It does not know how any
  * transport writes its bytes — each is a {@link Connection}. Where an answer is at hand (no auth: a principal
  * at once; the memory engine: a long-poll live within the call) the path stays synchronous and costs no
  * turn; a promise is awaited only when something really waits. A POST of messages is read and checked in
@@ -10,7 +10,7 @@ import type { IncomingMessage, Server as HttpServer } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { WebSocketServer } from "ws";
-import { checkPublishKey, DEFAULT_CHANNEL, LadderError, TRANSPORTS } from "../protocol/index.js";
+import { checkPublishKey, DEFAULT_CHANNEL, LadderError } from "../protocol/index.js";
 import type { Engine, Published } from "../engines/engine.js";
 import { createEngine } from "../engines/create.js";
 import { Access, NO_SLOT } from "./auth/access.js";
@@ -18,6 +18,7 @@ import { applyCors, upgradeOriginRefusal } from "./auth/origins.js";
 import { clientAddress, normalizeAddress, trustedProxies, type TrustedProxies } from "./edge/client-address.js";
 import type { Principal } from "./auth/rules.js";
 import { WriteBatcher } from "./core/cork.js";
+import { Connections } from "./core/connections.js";
 import { Fanout } from "./core/fanout.js";
 import { HubMetrics, METRICS_OFF, METRICS_PATH } from "./metrics.js";
 import { Hooks } from "./hooks/hooks.js";
@@ -31,7 +32,7 @@ import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options
 import type { TransportContext } from "./core/context.js";
 import { LongPoll, parsePollRequest, poll } from "./transports/poll.js";
 import { parseSseRequest, SseConnection } from "./transports/sse.js";
-import type { Connection, TransportKind } from "./transports/transport.js";
+import type { TransportKind } from "./transports/transport.js";
 import { WebSocketConnection } from "./transports/websocket.js";
 import { MemoryBus, createBus, type PresenceBus } from "./presence/bus.js";
 import { identityFor, type Identity } from "./presence/member.js";
@@ -49,8 +50,6 @@ export interface HubStats {
 }
 
 const SWEEP_INTERVAL_MS = 60_000;
-/** Connections a heartbeat tick visits per event-loop turn. */
-const HEARTBEAT_SLICE = 500;
 const FRAME_OVERHEAD_BYTES = 1024;
 /** Request targets whose pathname WHATWG URL parsing would return unchanged (no dots, escapes or `//` start). */
 const PLAIN_PATH = /^\/(?!\/)[A-Za-z0-9_\-/]*(?:\?|$)/;
@@ -89,7 +88,7 @@ export class Hub {
   readonly #ownsEngine: boolean;
   readonly #fanout: Fanout;
   readonly #context: TransportContext;
-  readonly #connections = new Set<Connection>();
+  readonly #connections: Connections;
   readonly #wss: WebSocketServer;
   readonly #access: Access;
   readonly #httpPublish: HttpPublish;
@@ -97,7 +96,6 @@ export class Hub {
   readonly #timers: NodeJS.Timeout[] = [];
   #draining = false;
   #closed = false;
-  #drainWaiters: Array<() => void> = [];
 
   constructor(hubOptions: HubOptions = {}) {
     const options = resolveOptions(hubOptions);
@@ -165,9 +163,8 @@ export class Hub {
       fail: (res, error) => this.#fail(res, error),
       refuse: (res, error) => this.#refuse(res, error),
     });
-    const heartbeat = setInterval(() => this.#heartbeat(), this.options.heartbeatMs);
-    heartbeat.unref();
-    this.#timers.push(heartbeat);
+    // Last: its heartbeat timer starts here, after everything that may throw.
+    this.#connections = new Connections(options.heartbeatMs);
     const access = this.#access;
     const sweepBuckets = setInterval(() => access.sweep(), SWEEP_INTERVAL_MS);
     sweepBuckets.unref();
@@ -229,7 +226,7 @@ export class Hub {
           socket.off("close", release);
           socket.off("error", destroyOnError);
           const connection = new WebSocketConnection(this.#context, ws, socket, this.#publishFrame, this.#access, principal, ip, identity);
-          this.#register(connection, release);
+          this.#connections.add(connection, release);
           connection.start();
         });
       },
@@ -291,9 +288,7 @@ export class Hub {
   }
 
   stats(): HubStats {
-    const byKind = Object.fromEntries(TRANSPORTS.map((kind) => [kind, 0])) as Record<TransportKind, number>;
-    for (const connection of this.#connections) byKind[connection.kind]++;
-    return { connections: this.#connections.size, byKind, channels: this.#fanout.channelCount, draining: this.#draining };
+    return { connections: this.#connections.size, byKind: this.#connections.byKind(), channels: this.#fanout.channelCount, draining: this.#draining };
   }
 
   /**
@@ -302,16 +297,7 @@ export class Hub {
    */
   async drain(timeoutMs = 5000): Promise<void> {
     this.#draining = true;
-    for (const connection of [...this.#connections]) connection.drain();
-    if (this.#connections.size === 0) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      timer.unref();
-      this.#drainWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    await this.#connections.drain(timeoutMs);
   }
 
   /** Releases everything: connections, timers, and the engine when the hub created it. */
@@ -321,7 +307,7 @@ export class Hub {
     this.#draining = true;
     for (const timer of this.#timers) clearInterval(timer);
     this.hooks?.close();
-    for (const connection of [...this.#connections]) connection.destroy();
+    this.#connections.close();
     this.#wss.close();
     if (this.presence) {
       await this.presence.close();
@@ -349,42 +335,10 @@ export class Hub {
     return release;
   }
 
-  /**
-   * Adds a connection, constructed but not yet started, to the registry; its one close callback takes it
-   * out and frees its IP slot.
-   */
-  #register(connection: Connection, release: () => void): void {
-    this.#connections.add(connection);
-    connection.onClose(() => {
-      this.#connections.delete(connection);
-      release();
-      if (this.#connections.size === 0 && this.#drainWaiters.length > 0) {
-        for (const resolve of this.#drainWaiters.splice(0)) resolve();
-      }
-    });
-  }
-
   #slot(req: HubRequest): () => void {
     const release = this.#access.acquireConnection(this.clientIp(req));
     if (!release) throw perIpRefusal();
     return release;
-  }
-
-  /**
-   * One heartbeat tick over every connection, in slices of {@link HEARTBEAT_SLICE} a turn: at 10,000
-   * connections a tick is thousands of writes, and done in one turn it held every delivery behind it
-   * (p99 ~80 ms in the many-small-channels bench). A connection closed before its slice is skipped.
-   */
-  #heartbeat(): void {
-    const now = Date.now();
-    const all = [...this.#connections];
-    const connections = this.#connections;
-    const slice = (from: number): void => {
-      const end = Math.min(all.length, from + HEARTBEAT_SLICE);
-      for (let i = from; i < end; i++) if (connections.has(all[i]!)) all[i]!.heartbeat(now);
-      if (end < all.length) setImmediate(slice, end);
-    };
-    slice(0);
   }
 
   #admit(): LadderError | null {
@@ -483,7 +437,7 @@ export class Hub {
     const release = this.#slot(req);
     const leave = listed();
     const held = new LongPoll(this.#context, request, req, res);
-    this.#register(
+    this.#connections.add(
       held,
       leave
         ? () => {
@@ -508,7 +462,7 @@ export class Hub {
     if (refusal) throw refusal;
     const release = this.#slot(req);
     const stream = new SseConnection(this.#context, request, req, res, principal, identity, servingOwnServer.has(this));
-    this.#register(stream, release);
+    this.#connections.add(stream, release);
     await stream.start();
   }
 
