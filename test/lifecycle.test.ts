@@ -239,6 +239,45 @@ test("a frozen WebSocket peer (never answers pings) is dropped within the config
   }
 });
 
+/** Protocol pings a WebSocket receives over `ms` while it sends an application ping every `everyMs` (0: silent). */
+async function pingsReceived(url: string, ms: number, everyMs: number): Promise<{ pings: number; open: boolean }> {
+  const ws = new WebSocket(`${url.replace("http", "ws")}/api/ws`);
+  let pings = 0;
+  ws.on("ping", () => pings++);
+  await new Promise<void>((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("error", reject);
+  });
+  const talk = everyMs > 0 ? setInterval(() => ws.send(JSON.stringify({ type: "ping" })), everyMs) : null;
+  await sleep(ms);
+  if (talk) clearInterval(talk);
+  const open = ws.readyState === ws.OPEN;
+  ws.terminate();
+  return { pings, open };
+}
+
+test("a WebSocket peer that talks gets no protocol pings; a silent one gets one every tick; neither is dropped", async () => {
+  const running = await startHub({ heartbeatMs: 200, wsTimeoutMs: 1000 });
+  try {
+    const [talking, silent] = await Promise.all([pingsReceived(running.url, 1500, 40), pingsReceived(running.url, 1500, 0)]);
+    // Seven ticks: the talking peer was heard within half an interval at every one (a stalled turn may let one through).
+    assert.ok(talking.pings <= 1, `a talking peer got ${talking.pings} pings`);
+    assert.ok(silent.pings >= 5, `a silent peer got ${silent.pings} pings`);
+    assert.ok(talking.open && silent.open, "both stayed open");
+  } finally {
+    await running.close();
+  }
+  // With wsTimeoutMs under two intervals a skipped ping could let a live peer look silent: every tick pings.
+  const tight = await startHub({ heartbeatMs: 200, wsTimeoutMs: 350 });
+  try {
+    const talking = await pingsReceived(tight.url, 1500, 40);
+    assert.ok(talking.pings >= 5, `with a tight timeout a talking peer still got ${talking.pings} pings`);
+    assert.ok(talking.open);
+  } finally {
+    await tight.close();
+  }
+});
+
 test("SIGTERM drains a real `ladder serve`: polls answered, streams ended, WebSockets closed 1001, exit 0", async () => {
   const child = spawn(process.execPath, ["bin/ladder.js", "serve", "--port", "0", "--log-level", "warn"], { stdio: ["ignore", "pipe", "inherit"] });
   try {
