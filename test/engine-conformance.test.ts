@@ -111,11 +111,13 @@ for (const factory of factories) {
       await engine.close();
     });
 
-    test("publishSync, where the engine has it, stores, hands to listeners within the call and keeps order with publish", async (t) => {
+    test("publishSync: an engine that appends in this process stores, hands to listeners within the call and keeps order with publish", async () => {
       const engine = await factory.create({ maxCount: 100, maxAgeMs: 60_000 });
       if (!engine.publishSync) {
+        // An engine that appends through a broker (or the primary, for a worker) cannot answer within the
+        // call, and must not claim to: the hub then awaits publish. Only the memory engine appends here.
+        assert.notEqual(factory.name, "memory", "the memory engine appends within the call");
         await engine.close();
-        t.skip(`${factory.name} appends through its broker: no publishSync`);
         return;
       }
       const ch = fresh();
