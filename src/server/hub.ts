@@ -261,10 +261,9 @@ export class Hub {
     return this.#publishNow(channel, data, key);
   }
 
-  /** {@link publish} for the transports: refusals throw at once rather than reject a turn later. */
   /**
-   * Every publish's checks, then the engine. The message itself (no promise) from an engine that appends
-   * in this process; a refusal throws at once either way.
+   * {@link publish} for the transports: every publish's checks, then the engine. Refusals throw at once
+   * rather than reject a turn later; an engine that appends in this process gives the message itself.
    */
   #publishNow(channel: unknown, data: unknown, key?: string): Published | Promise<Published> {
     if (this.#closed) throw new LadderError("unavailable", "hub is closed");
@@ -277,12 +276,13 @@ export class Hub {
     if (!this.engine.ready()) throw new LadderError("unavailable", `engine ${this.engine.name} is not ready`);
     const engine = this.engine;
     const metrics = this.metrics;
+    const checkedKey = checkPublishKey(key, "bad_request");
     if (engine.publishSync) {
-      const message = engine.publishSync(name, data, size, checkPublishKey(key, "bad_request"));
+      const message = engine.publishSync(name, data, size, checkedKey);
       if (metrics && !message.duplicate) metrics.published();
       return message;
     }
-    const published = engine.publish(name, data, size, checkPublishKey(key, "bad_request"));
+    const published = engine.publish(name, data, size, checkedKey);
     if (metrics) published.then((message) => message.duplicate || metrics.published(), () => undefined);
     return published;
   }

@@ -53,11 +53,7 @@ export class WriteBatcher {
     const now = performance.now();
     const due = target.flushedAt + this.holdMs;
     if (this.holdMs === 0 || now >= due) {
-      this.#turn.push(target);
-      if (!this.#turnScheduled) {
-        this.#turnScheduled = true;
-        setImmediate(this.#flushTurn);
-      }
+      this.#untilTurnEnd(target);
       return;
     }
     const at = Math.ceil(due);
@@ -81,6 +77,10 @@ export class WriteBatcher {
    */
   holdForTurn(target: Batched): void {
     target.held = true;
+    this.#untilTurnEnd(target);
+  }
+
+  #untilTurnEnd(target: Batched): void {
     this.#turn.push(target);
     if (!this.#turnScheduled) {
       this.#turnScheduled = true;
