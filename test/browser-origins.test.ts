@@ -113,7 +113,10 @@ interface Hub {
 }
 
 async function startHub(defer: (step: () => unknown) => void, options: ServeOptions): Promise<Hub> {
-  const running = await serve({ port: 0, host: "127.0.0.1", ...options });
+  // What arrived is watched on node:http's request events, so every request goes through node:http here:
+  // the fast lane's answers to the same requests, headers included, are checked against node's in
+  // test/fast-lane.test.ts.
+  const running = await serve({ port: 0, host: "127.0.0.1", fastLane: false, ...options });
   defer(() => running.close());
   assert.ok(running.server instanceof HttpServer, "a plain hub is held by a node:http server");
   // Only watches: the hub's own listeners answer every request and upgrade.

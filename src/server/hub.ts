@@ -24,7 +24,8 @@ import { HubMetrics, METRICS_OFF, METRICS_PATH } from "./metrics.js";
 import { Hooks } from "./hooks/hooks.js";
 import type { RequestFacts } from "./hooks/connect.js";
 import type { HookObserver } from "./hooks/caller.js";
-import { closeAfterResponse, sendJson, type HubRequest, type HubResponse } from "./edge/http.js";
+import { closeAfterResponse, sendJson, type ExchangeRequest, type ExchangeResponse, type HubRequest, type HubResponse } from "./edge/http.js";
+import type { LaneRequest, LaneResponse } from "./edge/http1/exchange.js";
 import { checkChannel } from "./edge/params.js";
 import { asLadderError, endWithError, sendError, type Headers } from "./edge/refusal.js";
 import { HttpPublish } from "./publish/http.js";
@@ -183,6 +184,21 @@ export class Hub {
     }
   };
 
+  /**
+   * The HTTP/1.1 lane's entry (edge/http1/lane.ts): a GET or POST on the messages path, read by the lane
+   * instead of node:http. The same checks and answers as through {@link handleRequest}.
+   */
+  readonly handleLaneRequest = (req: LaneRequest, res: LaneResponse): void => {
+    try {
+      const cors = this.options.cors;
+      if (cors) applyCors(req, res, cors);
+      const pending = req.method === "POST" ? this.#httpPublish.handle(req, res) : this.#poll(req, res, this.#url(req));
+      pending?.catch((error: unknown) => this.#fail(res, error));
+    } catch (error) {
+      this.#fail(res, error);
+    }
+  };
+
   /** A `node:http` upgrade listener. Returns false (and leaves the socket alone) for paths that are not the hub's. */
   readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
     const url = this.#url(req);
@@ -320,7 +336,7 @@ export class Hub {
    * The address per-IP limits count: the peer's, or behind a proxy listed in `trustProxy` the client's
    * from X-Forwarded-For (see client-address.ts).
    */
-  clientIp(req: HubRequest): string {
+  clientIp(req: ExchangeRequest): string {
     return clientAddress(req.socket?.remoteAddress, req.headers["x-forwarded-for"], this.#proxies);
   }
 
@@ -335,7 +351,7 @@ export class Hub {
     return release;
   }
 
-  #slot(req: HubRequest): () => void {
+  #slot(req: ExchangeRequest): () => void {
     const release = this.#access.acquireConnection(this.clientIp(req));
     if (!release) throw perIpRefusal();
     return release;
@@ -349,7 +365,7 @@ export class Hub {
     return null;
   }
 
-  #url(req: HubRequest): URL {
+  #url(req: ExchangeRequest): URL {
     return new URL(req.url ?? "/", "http://hub.invalid");
   }
 
@@ -412,7 +428,7 @@ export class Hub {
     this.#refuse(res, new LadderError("method_not_allowed", `use ${allow}`), { allow });
   }
 
-  async #poll(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
+  async #poll(req: ExchangeRequest, res: ExchangeResponse, url: URL): Promise<void> {
     const request = parsePollRequest(url, this.#context);
     const facts = this.#facts(req, request.waitMs === 0 ? "poll" : "long-poll", [request.channel]);
     const found = this.#access.principalFor(req, url, facts);
@@ -492,11 +508,11 @@ export class Hub {
     return identityFor(principal, client, info, this.options.presence?.anonymousInfo === true);
   }
 
-  #facts(req: HubRequest, transport: string, channels: readonly string[]): RequestFacts {
+  #facts(req: ExchangeRequest, transport: string, channels: readonly string[]): RequestFacts {
     return { transport, ip: this.clientIp(req), channels };
   }
 
-  #fail(res: HubResponse, error: unknown): void {
+  #fail(res: ExchangeResponse, error: unknown): void {
     this.#refuse(res, this.#asRefusal(error));
   }
 
@@ -507,7 +523,7 @@ export class Hub {
   }
 
   /** Every refusal of a request is counted here; the headers (Retry-After, WWW-Authenticate) follow from the error. */
-  #refuse(res: HubResponse, error: LadderError, extra?: Headers): void {
+  #refuse(res: ExchangeResponse, error: LadderError, extra?: Headers): void {
     this.metrics?.refused(error);
     sendError(res, error, extra);
   }

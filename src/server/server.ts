@@ -50,6 +50,12 @@ export interface ServeOptions extends HubOptions {
    * balancer's idle timeout. Default 5000 ms.
    */
   readonly keepAliveTimeoutMs?: number;
+  /**
+   * Read publishes (`POST`) and polls (`GET`) on the messages path over cleartext HTTP/1.1 with Ladder's
+   * own lane instead of node:http: the same answers for less CPU (docs/performance.md). Every other
+   * request, and every request over TLS or HTTP/2, goes through node:http. Default true.
+   */
+  readonly fastLane?: boolean;
 }
 
 export interface RunningServer {
@@ -114,6 +120,17 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
         limits,
         admitSocket: (peer) => hub.admitSocket(peer),
         logger: hub.logger,
+        lane:
+          options.fastLane === false
+            ? null
+            : {
+                route: {
+                  path: hub.options.paths.messages,
+                  maxBodyBytes: Math.max(hub.options.maxMessageBytes, hub.options.maxBatchBytes),
+                  maxHeaderBytes: limits.maxHeaderBytes,
+                },
+                handle: hub.handleLaneRequest,
+              },
       },
       {
         request: (req, res) => hub.handleRequest(req, res, fallback ? () => fallback(req, res) : undefined),

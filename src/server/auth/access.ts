@@ -6,7 +6,7 @@
  * (the behaviour before access control existed), so embedding code that never configured auth is unchanged.
  */
 import { LadderError } from "../../protocol/index.js";
-import type { HubRequest } from "../edge/http.js";
+import type { ExchangeRequest } from "../edge/http.js";
 import { ConnectionCounter, RateLimiter } from "./rate-limit.js";
 import { ANONYMOUS, authorize, type Permission, type Action, type ChannelRule, type Principal } from "./rules.js";
 import { TokenVerifier, type TokenOptions } from "./tokens.js";
@@ -72,7 +72,7 @@ export function cookieValue(header: string | undefined, name: string): string | 
 }
 
 /** The token a request carries: `Authorization: Bearer`, else the `ladder_token` cookie, else `?access_token=`. */
-export function extractToken(req: HubRequest, url: URL): string | null {
+export function extractToken(req: ExchangeRequest, url: URL): string | null {
   const header = req.headers.authorization;
   if (typeof header === "string") {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -145,7 +145,7 @@ export class Access {
    * token. With the connect hook, a request without a valid token is the user the app names (or its
    * refusal). Without `auth` it answers at once, not with a promise: a poll then costs no extra turn.
    */
-  principalFor(req: HubRequest, url: URL, facts: RequestFacts): Principal | Promise<Principal> {
+  principalFor(req: ExchangeRequest, url: URL, facts: RequestFacts): Principal | Promise<Principal> {
     if (!this.#verifier) return ANONYMOUS;
     const token = extractToken(req, url);
     const connect = this.#hooks?.connect;

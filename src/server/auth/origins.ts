@@ -3,7 +3,8 @@
  * (browsers apply no CORS to it).
  */
 import { CURSOR_HEADER, GAP_HEADER, LadderError } from "../../protocol/index.js";
-import type { HubRequest, HubResponse } from "../edge/http.js";
+import type { ExchangeRequest, ExchangeResponse, HubRequest } from "../edge/http.js";
+import { LaneResponse } from "../edge/http1/exchange.js";
 import { cookieValue, TOKEN_COOKIE, TOKEN_QUERY, type Access } from "./access.js";
 
 export interface CorsOptions {
@@ -61,7 +62,7 @@ const CORS_EXPOSE = `${CURSOR_HEADER}, ${GAP_HEADER}, retry-after`;
  * preflight. Returns true when the request was a preflight and has been answered; throws the 403 for a
  * preflight from an origin not allowed, so it is answered and counted like every other refusal.
  */
-export function applyCors(req: HubRequest, res: HubResponse, cors: CorsOptions): boolean {
+export function applyCors(req: ExchangeRequest, res: ExchangeResponse, cors: CorsOptions): boolean {
   res.setHeader("vary", "Origin");
   const origin = req.headers.origin;
   const allowed = typeof origin === "string" && origin !== "" && originAllowed(cors.origins, origin);
@@ -75,6 +76,8 @@ export function applyCors(req: HubRequest, res: HubResponse, cors: CorsOptions):
     // No allow headers: the browser refuses the real request; the body says why for whoever debugs it.
     throw new LadderError("origin_not_allowed", `origin ${String(origin)} is not allowed`);
   }
+  // Unreachable: the lane takes only GET and POST (edge/http1/head.ts).
+  if (res instanceof LaneResponse) throw new Error("a preflight on the HTTP/1.1 lane");
   res.writeHead(204, {
     "access-control-allow-methods": CORS_METHODS,
     "access-control-allow-headers": CORS_HEADERS,

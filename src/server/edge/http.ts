@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { constants as h2constants, Http2ServerResponse, type Http2ServerRequest } from "node:http2";
 import { LadderError } from "../../protocol/index.js";
+import { LaneRequest, LaneResponse } from "./http1/exchange.js";
 
 /**
  * A request the hub handles: node:http's, or the HTTP/2 compatibility API's (which mirrors it). One code
@@ -10,7 +11,14 @@ import { LadderError } from "../../protocol/index.js";
 export type HubRequest = IncomingMessage | Http2ServerRequest;
 export type HubResponse = ServerResponse | Http2ServerResponse;
 
-export function isHttp2(res: HubResponse): res is Http2ServerResponse {
+/**
+ * A request of the publish and poll routes: node's, or one read by Ladder's HTTP/1.1 lane
+ * (http1/exchange.ts), which carries only those two. The helpers below take either.
+ */
+export type ExchangeRequest = HubRequest | LaneRequest;
+export type ExchangeResponse = HubResponse | LaneResponse;
+
+export function isHttp2(res: ExchangeResponse): res is Http2ServerResponse {
   return res instanceof Http2ServerResponse;
 }
 
@@ -32,7 +40,7 @@ export function outboundBytes(res: HubResponse): number {
  * it broken off, not ended. HTTP/1.1 loses the connection; HTTP/2 resets this stream alone with CANCEL
  * (destroy() would reset it with NO_ERROR, which reads as a normal end to some clients).
  */
-export function abortResponse(res: HubResponse): void {
+export function abortResponse(res: ExchangeResponse): void {
   if (isHttp2(res)) {
     if (!res.stream.destroyed) res.stream.close(h2constants.NGHTTP2_CANCEL);
     return;
@@ -53,12 +61,20 @@ const CONNECTION_HEADERS = new Set(["connection", "keep-alive", "proxy-connectio
 
 const JSON_CONTENT_TYPE = "application/json; charset=utf-8";
 
-export function sendJson(res: HubResponse, status: number, body: unknown, headers?: Record<string, string>): void {
+export function sendJson(res: ExchangeResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   sendJsonText(res, status, JSON.stringify(body), headers);
 }
 
 /** {@link sendJson} for a body already serialised (the poll answers, put together from cached encodings). */
-export function sendJsonText(res: HubResponse, status: number, text: string, headers?: Record<string, string>): void {
+export function sendJsonText(res: ExchangeResponse, status: number, text: string, headers?: Record<string, string>): void {
+  if (res instanceof LaneResponse) {
+    // The lane counts the body's length itself, as it writes head and body together.
+    const list = ["content-type", JSON_CONTENT_TYPE, "cache-control", "no-store"];
+    if (headers !== undefined) for (const name of Object.keys(headers)) list.push(name, headers[name]!);
+    res.writeHead(status, list);
+    res.end(text);
+    return;
+  }
   if (headers === undefined && !isHttp2(res)) {
     // The common answer (every publish) as a flat list: node:http stores it without walking an object.
     res.writeHead(status, ["content-type", JSON_CONTENT_TYPE, "content-length", String(Buffer.byteLength(text)), "cache-control", "no-store"]);
@@ -102,7 +118,7 @@ function alreadyRead(req: HubRequest): Buffer | LadderError | null {
  * larger (checked against Content-Length first, then while reading), 400 when it does not parse. Takes
  * `req.body` when a body parser ran first.
  */
-export function readJsonBody(req: HubRequest, maxBytes: number): Promise<unknown> {
+export function readJsonBody(req: ExchangeRequest, maxBytes: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     readBody(req, maxBytes, (error, body) => {
       if (error) return reject(error);
@@ -122,17 +138,18 @@ const EMPTY = Buffer.alloc(0);
  * 413 by Content-Length or while reading, 400 when the stream fails). A callback, not a promise: the
  * publish path answers tens of thousands of these a second, and each promise turn shows in its profile.
  */
-export function readBody(req: HubRequest, maxBytes: number, done: (error: LadderError | null, body: Buffer) => void): void {
+export function readBody(req: ExchangeRequest, maxBytes: number, done: (error: LadderError | null, body: Buffer) => void): void {
   if (!isJsonContentType(req.headers["content-type"])) {
     done(new LadderError("unsupported_media_type", "Content-Type must be application/json"), EMPTY);
     return;
   }
+  // The lane's requests arrive whole, their Content-Length within the lane's bound (http1/head.ts).
+  if (req instanceof LaneRequest) return whole(req.body, maxBytes, done);
   // A body parser (express.json()) that ran first left the body in req.body.
   const read = alreadyRead(req);
   if (read) {
     if (read instanceof LadderError) done(read, EMPTY);
-    else if (read.length > maxBytes) done(new LadderError("payload_too_large", `body is larger than ${maxBytes} bytes`), EMPTY);
-    else done(null, read);
+    else whole(read, maxBytes, done);
     return;
   }
   const declared = Number(req.headers["content-length"]);
@@ -172,13 +189,18 @@ export function readBody(req: HubRequest, maxBytes: number, done: (error: Ladder
   req.once("close", onError);
 }
 
+function whole(body: Buffer, maxBytes: number, done: (error: LadderError | null, body: Buffer) => void): void {
+  if (body.length > maxBytes) done(new LadderError("payload_too_large", `body is larger than ${maxBytes} bytes`), EMPTY);
+  else done(null, body);
+}
+
 /**
  * Closes the connection after the answer when a request body was left unread, so nothing lingers. On
  * HTTP/2 only the stream goes (there is no `connection` header there, and the session carries other
  * requests): destroying the request after the response resets that stream alone (RFC 9113 §8.1).
  */
-export function closeAfterResponse(req: HubRequest, res: HubResponse): void {
-  if (!req.complete) {
+export function closeAfterResponse(req: ExchangeRequest, res: ExchangeResponse): void {
+  if (!req.complete && !(req instanceof LaneRequest) && !(res instanceof LaneResponse)) {
     if (!isHttp2(res)) res.setHeader("connection", "close");
     res.once("finish", () => req.destroy());
   }

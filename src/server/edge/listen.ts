@@ -28,6 +28,7 @@ import type { Logger } from "pino";
 import { LadderError } from "../../protocol/index.js";
 import type { HubRequest, HubResponse } from "./http.js";
 import { Deadlines } from "./deadlines.js";
+import { Lane, type LaneHandler } from "./http1/lane.js";
 import { endWithError } from "./refusal.js";
 import type { ResolvedTls } from "./tls.js";
 
@@ -45,6 +46,8 @@ export interface ListenOptions {
   /** Asked for every new TCP connection: a release function, or null to close it at once (sockets per IP). */
   readonly admitSocket: ((peer: string | undefined) => (() => void) | null) | null;
   readonly logger: Logger;
+  /** Publishes and polls on cleartext HTTP/1.1 read by Ladder's own lane (http1/lane.ts); null: all through node:http. */
+  readonly lane: LaneHandler | null;
 }
 
 /** What a client may cost before it has sent a request: slow-loris and oversized-header defences. */
@@ -161,6 +164,14 @@ function http1Settings(limits: RequestLimits): ServerOptions {
   };
 }
 
+/** The lane in front of a cleartext HTTP/1.1 server, when one is asked for (and node:http is as the lane expects). */
+function installLane(server: HttpServer, options: ListenOptions): Lane | null {
+  if (!options.lane) return null;
+  const lane = Lane.install(server, options.lane, options.limits, checkingInterval(options.limits));
+  if (!lane) options.logger.warn("node:http is not laid out as the HTTP/1.1 lane expects: every request goes through node:http");
+  return lane;
+}
+
 /** Counts each new connection against its address; one over the limit is closed before it costs more. */
 function gateSockets(server: NetServer, admit: ListenOptions["admitSocket"], logger: Logger): void {
   if (!admit) return;
@@ -177,19 +188,32 @@ function gateSockets(server: NetServer, admit: ListenOptions["admitSocket"], log
 
 async function listenPlain(options: ListenOptions, handlers: ProtocolHandlers): Promise<Listener> {
   const server = createHttpServer(http1Settings(options.limits));
+  const lane = installLane(server, options);
   gateSockets(server, options.admitSocket, options.logger);
   server.on("clientError", answerClientError);
   server.on("request", handlers.request);
   server.on("upgrade", handlers.upgrade);
-  await listenOn(server, options.port, options.host);
+  try {
+    await listenOn(server, options.port, options.host);
+  } catch (error) {
+    lane?.destroyAll();
+    throw error;
+  }
   return {
     server,
     url: urlFor(server, false),
     protocols: ["http/1.1"],
-    stopAccepting: () => closed(server),
+    stopAccepting() {
+      const done = closed(server);
+      lane?.close();
+      return done;
+    },
     goAway() {},
     settle: async () => {},
-    destroyAll: () => server.closeAllConnections(),
+    destroyAll() {
+      server.closeAllConnections();
+      lane?.destroyAll();
+    },
   };
 }
 
@@ -210,6 +234,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
   let secure: Http2SecureServer | HttpsServer | null = null;
   let h2c: Http2Server | null = null;
   let plain: HttpServer | null = null;
+  let lane: Lane | null = null;
   let protocols: string[];
   if (options.tls) {
     const { cert, key } = options.tls.credentials;
@@ -239,6 +264,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
     trackSessions(server);
     h2c = server;
     plain = createHttpServer(http1);
+    lane = installLane(plain, options);
     plain.on("request", handlers.request);
     plain.on("upgrade", handlers.upgrade);
     protocols = ["h2c", "http/1.1"];
@@ -305,6 +331,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
     await listenOn(front, options.port, options.host);
   } catch (error) {
     deadlines.stop();
+    lane?.destroyAll();
     throw error;
   }
 
@@ -316,6 +343,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
       const done = closed(front);
       // The protocol servers never listened; closing them closes their idle HTTP/1.1 keep-alive connections.
       for (const server of [secure, h2c, plain]) server?.close();
+      lane?.close();
       await done;
     },
     goAway() {
@@ -331,6 +359,7 @@ async function listenDispatched(options: ListenOptions, handlers: ProtocolHandle
       for (const session of deadlines.sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
       deadlines.stop();
+      lane?.destroyAll();
     },
   };
 }

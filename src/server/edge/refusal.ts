@@ -6,7 +6,7 @@
 import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 import { errorBody, LadderError } from "../../protocol/index.js";
-import { abortResponse, sendJson, type HubResponse } from "./http.js";
+import { abortResponse, sendJson, type ExchangeResponse } from "./http.js";
 
 export type Headers = Readonly<Record<string, string>>;
 
@@ -28,7 +28,7 @@ export function asLadderError(error: unknown): LadderError {
 }
 
 /** Renders a refusal as an HTTP response; one whose headers already went out is cut instead. */
-export function sendError(res: HubResponse, error: LadderError, extra: Headers = {}): void {
+export function sendError(res: ExchangeResponse, error: LadderError, extra: Headers = {}): void {
   if (res.headersSent) {
     abortResponse(res);
     return;

@@ -7,7 +7,7 @@
  */
 import { createHash } from "node:crypto";
 import { LadderError } from "../../protocol/index.js";
-import type { HubRequest } from "../edge/http.js";
+import type { ExchangeRequest } from "../edge/http.js";
 import type { HookCaller } from "./caller.js";
 import { TtlCache } from "./cache.js";
 import { HookFailure } from "./caller.js";
@@ -94,7 +94,7 @@ export class ConnectHook {
   }
 
   /** Rejects with a LadderError: the app's refusal, or `unavailable` when it failed and the policy is `deny`. */
-  identify(req: HubRequest, facts: RequestFacts): Promise<Identity> {
+  identify(req: ExchangeRequest, facts: RequestFacts): Promise<Identity> {
     const credentials = this.#credentials(req);
     const key = createHash("sha256").update(JSON.stringify(credentials)).digest("base64");
     const cached = this.#cache.get(key);
@@ -117,7 +117,7 @@ export class ConnectHook {
     return this.#cache.size;
   }
 
-  #credentials(req: HubRequest): { cookies: Record<string, string>; headers: Record<string, string> } {
+  #credentials(req: ExchangeRequest): { cookies: Record<string, string>; headers: Record<string, string> } {
     const all = parseCookies(req.headers.cookie);
     const wanted = this.#options.cookies;
     const cookies = wanted ? Object.fromEntries(wanted.filter((n) => n in all).map((n) => [n, all[n]!])) : all;

@@ -8,7 +8,7 @@ import { checkPublishKey, DEFAULT_CHANNEL, LadderError } from "../../protocol/in
 import type { Published } from "../../engines/engine.js";
 import type { Access } from "../auth/access.js";
 import { ANONYMOUS, type Principal } from "../auth/rules.js";
-import { closeAfterResponse, readBody, sendJson, sendJsonText, type HubRequest, type HubResponse } from "../edge/http.js";
+import { closeAfterResponse, readBody, sendJson, sendJsonText, type ExchangeRequest, type ExchangeResponse } from "../edge/http.js";
 import { checkChannel } from "../edge/params.js";
 import type { RequestFacts } from "../hooks/connect.js";
 import type { ResolvedOptions } from "../options.js";
@@ -24,11 +24,11 @@ export interface PublishHost {
    * message itself when the engine appends within the call (the memory engine), else a promise of it.
    */
   publish(channel: string, data: unknown, key?: string): Published | Promise<Published>;
-  url(req: HubRequest): URL;
-  clientIp(req: HubRequest): string;
-  facts(req: HubRequest, transport: string, channels: readonly string[]): RequestFacts;
-  fail(res: HubResponse, error: unknown): void;
-  refuse(res: HubResponse, error: LadderError): void;
+  url(req: ExchangeRequest): URL;
+  clientIp(req: ExchangeRequest): string;
+  facts(req: ExchangeRequest, transport: string, channels: readonly string[]): RequestFacts;
+  fail(res: ExchangeResponse, error: unknown): void;
+  refuse(res: ExchangeResponse, error: LadderError): void;
 }
 
 export class HttpPublish {
@@ -39,7 +39,7 @@ export class HttpPublish {
   }
 
   /** A `POST` to the messages path. Returns a promise only when authentication has to wait. */
-  handle(req: HubRequest, res: HubResponse): Promise<void> | void {
+  handle(req: ExchangeRequest, res: ExchangeResponse): Promise<void> | void {
     const host = this.#host;
     if (host.draining()) {
       closeAfterResponse(req, res);
@@ -61,7 +61,7 @@ export class HttpPublish {
     this.#readPublish(req, res, principal);
   }
 
-  #readPublish(req: HubRequest, res: HubResponse, principal: Principal): void {
+  #readPublish(req: ExchangeRequest, res: ExchangeResponse, principal: Principal): void {
     const { maxMessageBytes, maxBatchBytes } = this.#host.options;
     readBody(req, Math.max(maxMessageBytes, maxBatchBytes), (error, body) => {
       if (error) {
@@ -76,7 +76,7 @@ export class HttpPublish {
     });
   }
 
-  #publishBody(req: HubRequest, res: HubResponse, principal: Principal, body: Buffer): void {
+  #publishBody(req: ExchangeRequest, res: ExchangeResponse, principal: Principal, body: Buffer): void {
     // The body may be as large as a batch; anything else over maxMessageBytes is refused as too large.
     const max = this.#host.options.maxMessageBytes;
     const tooLarge = (): LadderError => new LadderError("payload_too_large", `body is larger than ${max} bytes`);
@@ -101,7 +101,7 @@ export class HttpPublish {
   }
 
   /** `{"channel"?, "messages": [{"channel"?, "data"}, …]}` → `200 {"results": [{"id","channel"} | {"error"}, …]}`. */
-  #publishBatch(req: HubRequest, res: HubResponse, principal: Principal, fields: Record<string, unknown>, bytes: number): void {
+  #publishBatch(req: ExchangeRequest, res: ExchangeResponse, principal: Principal, fields: Record<string, unknown>, bytes: number): void {
     const { maxBatchBytes, maxBatchMessages } = this.#host.options;
     if (bytes > maxBatchBytes) throw new LadderError("payload_too_large", `a batch body is at most ${maxBatchBytes} bytes`);
     const items = batchItems(fields.messages, maxBatchMessages);
@@ -116,7 +116,7 @@ export class HttpPublish {
   }
 
   /** One publish over HTTP: the channel, the caller's right to it and its rate, then the engine. */
-  #publishFrom(req: HubRequest, principal: Principal, channel: unknown, data: unknown, key?: string): Published | Promise<Published> {
+  #publishFrom(req: ExchangeRequest, principal: Principal, channel: unknown, data: unknown, key?: string): Published | Promise<Published> {
     const host = this.#host;
     const name = checkChannel(channel);
     const access = host.access;
@@ -129,7 +129,7 @@ export class HttpPublish {
 }
 
 /** `201 {"id","channel"}`, or `200` with `"duplicate": true` for a key already in the log. */
-function answerPublished(res: HubResponse, message: Published): void {
+function answerPublished(res: ExchangeResponse, message: Published): void {
   if (message.duplicate) sendJsonText(res, 200, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}","duplicate":true}`);
   else sendJsonText(res, 201, `{"id":${JSON.stringify(message.id)},"channel":"${message.channel}"}`);
 }

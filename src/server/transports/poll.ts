@@ -6,7 +6,7 @@
 import { CURSOR_HEADER, GAP_HEADER, LadderError, START_CURSOR, type Gap, type Message, type MessageId } from "../../protocol/index.js";
 import type { Delivery } from "../core/delivery.js";
 import type { Fanout } from "../core/fanout.js";
-import { sendJsonText, type HubRequest, type HubResponse } from "../edge/http.js";
+import { sendJsonText, type ExchangeRequest, type ExchangeResponse } from "../edge/http.js";
 import { parseChannel, parseLimit, parseSince, parseWait } from "../edge/params.js";
 import type { TransportContext } from "../core/context.js";
 import { Subscription, type SubscriptionSink } from "../core/subscription.js";
@@ -58,7 +58,7 @@ function fill(channel: string, gap: Gap | null, backfilled: readonly unknown[] |
  * The body is what `JSON.stringify(messages)` gives, put together from each message's cached encoding:
  * every subscriber answered with the same message reuses one serialisation.
  */
-function answer(res: HubResponse, body: string, cursor: MessageId, filled: Filled): void {
+function answer(res: ExchangeResponse, body: string, cursor: MessageId, filled: Filled): void {
   const headers: Record<string, string> = { [CURSOR_HEADER]: cursor };
   if (filled.gap) headers[GAP_HEADER] = JSON.stringify(filled.gap);
   if (filled.before.length > 0) body = "[" + filled.before.join(",") + (body === "[]" ? "]" : "," + body.slice(1));
@@ -80,7 +80,7 @@ function historyBody(fanout: Fanout, messages: readonly Message[]): string {
 }
 
 /** Answers a poll at once from history. */
-export async function poll(context: TransportContext, request: PollRequest, res: HubResponse): Promise<void> {
+export async function poll(context: TransportContext, request: PollRequest, res: ExchangeResponse): Promise<void> {
   const result = await context.engine.read(request.channel, request.since, request.limit);
   const filled = result.gap && context.backfill ? await context.backfill(result.gap) : null;
   const gap = result.gap && filled?.kind === "snapshot" ? { ...result.gap, snapshot: filled.snapshot } : result.gap;
@@ -90,8 +90,8 @@ export async function poll(context: TransportContext, request: PollRequest, res:
 /** A held long-poll: a subscription whose first delivery (or a gap, or the timeout) answers the request. */
 export class LongPoll extends Lifecycle implements Connection, SubscriptionSink {
   readonly kind = "long-poll";
-  readonly #req: HubRequest;
-  readonly #res: HubResponse;
+  readonly #req: ExchangeRequest;
+  readonly #res: ExchangeResponse;
   readonly #request: PollRequest;
   readonly #subscription: Subscription;
   /** Most answers carry one message: it waits here, and an array is made only for a second. */
@@ -102,7 +102,7 @@ export class LongPoll extends Lifecycle implements Connection, SubscriptionSink 
   #timer: NodeJS.Timeout | null = null;
   #flushScheduled = false;
 
-  constructor(context: TransportContext, request: PollRequest, req: HubRequest, res: HubResponse) {
+  constructor(context: TransportContext, request: PollRequest, req: ExchangeRequest, res: ExchangeResponse) {
     super();
     this.#req = req;
     this.#res = res;
