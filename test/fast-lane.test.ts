@@ -257,7 +257,9 @@ describe("fast lane: connections", { concurrency: 1 }, () => {
       raw.socket.pause();
       const burst = post('{"channel":"flood","data":"' + "x".repeat(100) + '"}').repeat(100);
       let written = 0;
-      for (let i = 0; i < 3000; i++) {
+      const startedAt = Date.now();
+      // Bounded in time too: the kernel's buffers may grow, and drain in trickles, before they stop.
+      for (let i = 0; i < 3000 && Date.now() - startedAt < 8000; i++) {
         if (!raw.socket.write(burst)) {
           const drained = await Promise.race([new Promise((resolve) => raw.socket.once("drain", () => resolve(true))), new Promise((resolve) => setTimeout(() => resolve(false), 1000))]);
           if (!drained) break;
@@ -288,9 +290,10 @@ describe("fast lane: connections", { concurrency: 1 }, () => {
     const burst = post('{"channel":"stall","data":"' + "x".repeat(100) + '"}').repeat(100);
     const startedAt = Date.now();
     let blockedAt = 0;
-    for (let i = 0; i < 3000 && !raw.socket.destroyed; i++) {
+    // Until the socket pushes back for 600 ms (the kernel's buffers may first grow, and drain in trickles).
+    while (Date.now() - startedAt < 10_000 && !raw.socket.destroyed) {
       if (!raw.socket.write(burst)) {
-        const drained = await Promise.race([new Promise((resolve) => raw.socket.once("drain", () => resolve(true))), new Promise((resolve) => setTimeout(() => resolve(false), 300))]);
+        const drained = await Promise.race([new Promise((resolve) => raw.socket.once("drain", () => resolve(true))), new Promise((resolve) => setTimeout(() => resolve(false), 600))]);
         if (!drained) {
           blockedAt = Date.now();
           break;

@@ -27,6 +27,7 @@ import type { HookObserver } from "./hooks/caller.js";
 import { closeAfterResponse, sendJson, type ExchangeRequest, type ExchangeResponse, type HubRequest, type HubResponse } from "./edge/http.js";
 import type { LaneRequest, LaneResponse } from "./edge/http1/exchange.js";
 import { checkChannel } from "./edge/params.js";
+import { parseTarget, targetPathname, type Target } from "./edge/target.js";
 import { asLadderError, endWithError, sendError, type Headers } from "./edge/refusal.js";
 import { HttpPublish } from "./publish/http.js";
 import { resolveOptions, type HubOptions, type ResolvedOptions } from "./options.js";
@@ -52,8 +53,6 @@ export interface HubStats {
 
 const SWEEP_INTERVAL_MS = 60_000;
 const FRAME_OVERHEAD_BYTES = 1024;
-/** Request targets whose pathname WHATWG URL parsing would return unchanged (no dots, escapes or `//` start). */
-const PLAIN_PATH = /^\/(?!\/)[A-Za-z0-9_\-/]*(?:\?|$)/;
 
 /**
  * A socket's error listener for as long as it lives: shared, since a closure made in the upgrade handler
@@ -365,16 +364,12 @@ export class Hub {
     return null;
   }
 
-  #url(req: ExchangeRequest): URL {
-    return new URL(req.url ?? "/", "http://hub.invalid");
+  #url(req: ExchangeRequest): Target {
+    return parseTarget(req.url ?? "/");
   }
 
-  /** The request's pathname; without building a URL for the usual plain target (most publishes need none). */
   #pathname(req: HubRequest): string {
-    const target = req.url ?? "/";
-    const plain = PLAIN_PATH.exec(target);
-    if (plain) return plain[0].endsWith("?") ? plain[0].slice(0, -1) : plain[0];
-    return this.#url(req).pathname;
+    return targetPathname(req.url ?? "/");
   }
 
   /** Returns a promise only for routes that finish later; a synchronous throw is answered by handleRequest. */
@@ -428,7 +423,7 @@ export class Hub {
     this.#refuse(res, new LadderError("method_not_allowed", `use ${allow}`), { allow });
   }
 
-  async #poll(req: ExchangeRequest, res: ExchangeResponse, url: URL): Promise<void> {
+  async #poll(req: ExchangeRequest, res: ExchangeResponse, url: Target): Promise<void> {
     const request = parsePollRequest(url, this.#context);
     const facts = this.#facts(req, request.waitMs === 0 ? "poll" : "long-poll", [request.channel]);
     const found = this.#access.principalFor(req, url, facts);
@@ -466,7 +461,7 @@ export class Hub {
     if (starting) await starting;
   }
 
-  async #stream(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
+  async #stream(req: HubRequest, res: HubResponse, url: Target): Promise<void> {
     const request = parseSseRequest(req, url, this.#context);
     const facts = this.#facts(req, "sse", request.channels);
     const pending = this.#access.principalFor(req, url, facts);
@@ -483,7 +478,7 @@ export class Hub {
   }
 
   /** `GET /api/presence?channel=C[&count=1][&limit=N]`: who is in C, on every node; reading needs subscribe permission. */
-  async #presenceRequest(req: HubRequest, res: HubResponse, url: URL): Promise<void> {
+  async #presenceRequest(req: HubRequest, res: HubResponse, url: Target): Promise<void> {
     const channel = checkChannel(url.searchParams.get("channel") ?? DEFAULT_CHANNEL);
     const facts = this.#facts(req, "http", [channel]);
     const found = this.#access.principalFor(req, url, facts);

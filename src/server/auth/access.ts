@@ -5,6 +5,7 @@
  * and the transports ask an {@link Access}; without `auth` in the options it lets everyone do everything
  * (the behaviour before access control existed), so embedding code that never configured auth is unchanged.
  */
+import type { Target } from "../edge/target.js";
 import { LadderError } from "../../protocol/index.js";
 import type { ExchangeRequest } from "../edge/http.js";
 import { ConnectionCounter, RateLimiter } from "./rate-limit.js";
@@ -72,7 +73,7 @@ export function cookieValue(header: string | undefined, name: string): string | 
 }
 
 /** The token a request carries: `Authorization: Bearer`, else the `ladder_token` cookie, else `?access_token=`. */
-export function extractToken(req: ExchangeRequest, url: URL): string | null {
+export function extractToken(req: ExchangeRequest, url: Target): string | null {
   const header = req.headers.authorization;
   if (typeof header === "string") {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -145,7 +146,7 @@ export class Access {
    * token. With the connect hook, a request without a valid token is the user the app names (or its
    * refusal). Without `auth` it answers at once, not with a promise: a poll then costs no extra turn.
    */
-  principalFor(req: ExchangeRequest, url: URL, facts: RequestFacts): Principal | Promise<Principal> {
+  principalFor(req: ExchangeRequest, url: Target, facts: RequestFacts): Principal | Promise<Principal> {
     if (!this.#verifier) return ANONYMOUS;
     const token = extractToken(req, url);
     const connect = this.#hooks?.connect;

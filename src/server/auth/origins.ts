@@ -2,6 +2,7 @@
  * Which web origins may use the hub: CORS for the HTTP rungs, and the Origin check of a WebSocket upgrade
  * (browsers apply no CORS to it).
  */
+import type { Target } from "../edge/target.js";
 import { CURSOR_HEADER, GAP_HEADER, LadderError } from "../../protocol/index.js";
 import type { ExchangeRequest, ExchangeResponse, HubRequest } from "../edge/http.js";
 import { LaneResponse } from "../edge/http1/exchange.js";
@@ -34,7 +35,7 @@ function sameHost(origin: string, host: string | undefined): boolean {
  * Origin is not listed is refused. Without it, an upgrade authenticated only by the cookie must at least
  * come from the hub's own host. Clients that send no Origin (not browsers) are not affected.
  */
-export function upgradeOriginRefusal(req: HubRequest, url: URL, allowedOrigins: readonly string[] | undefined, access: Access): LadderError | null {
+export function upgradeOriginRefusal(req: HubRequest, url: Target, allowedOrigins: readonly string[] | undefined, access: Access): LadderError | null {
   const origin = req.headers.origin;
   if (typeof origin !== "string" || origin === "") return null;
   if (allowedOrigins) {

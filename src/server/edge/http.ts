@@ -68,11 +68,7 @@ export function sendJson(res: ExchangeResponse, status: number, body: unknown, h
 /** {@link sendJson} for a body already serialised (the poll answers, put together from cached encodings). */
 export function sendJsonText(res: ExchangeResponse, status: number, text: string, headers?: Record<string, string>): void {
   if (res instanceof LaneResponse) {
-    // The lane counts the body's length itself, as it writes head and body together.
-    const list = ["content-type", JSON_CONTENT_TYPE, "cache-control", "no-store"];
-    if (headers !== undefined) for (const name of Object.keys(headers)) list.push(name, headers[name]!);
-    res.writeHead(status, list);
-    res.end(text);
+    res.sendJson(status, text, headers);
     return;
   }
   if (headers === undefined && !isHttp2(res)) {

@@ -4,6 +4,7 @@
  * message is then checked against the caller's rights and publish rate (and, under a `hook` rule, the
  * app's hook) before the hub publishes it.
  */
+import type { Target } from "../edge/target.js";
 import { checkPublishKey, DEFAULT_CHANNEL, LadderError } from "../../protocol/index.js";
 import type { Published } from "../../engines/engine.js";
 import type { Access } from "../auth/access.js";
@@ -24,7 +25,7 @@ export interface PublishHost {
    * message itself when the engine appends within the call (the memory engine), else a promise of it.
    */
   publish(channel: string, data: unknown, key?: string): Published | Promise<Published>;
-  url(req: ExchangeRequest): URL;
+  url(req: ExchangeRequest): Target;
   clientIp(req: ExchangeRequest): string;
   facts(req: ExchangeRequest, transport: string, channels: readonly string[]): RequestFacts;
   fail(res: ExchangeResponse, error: unknown): void;

@@ -3,6 +3,7 @@
  * Without `wait` the answer comes at once; with it, the request is held until a message after `since`
  * exists or the wait runs out (`200 []`). A held request whose client leaves is released at once.
  */
+import type { Target } from "../edge/target.js";
 import { CURSOR_HEADER, GAP_HEADER, LadderError, START_CURSOR, type Gap, type Message, type MessageId } from "../../protocol/index.js";
 import type { Delivery } from "../core/delivery.js";
 import type { Fanout } from "../core/fanout.js";
@@ -21,7 +22,7 @@ export interface PollRequest {
   readonly waitMs: number;
 }
 
-export function parsePollRequest(url: URL, context: TransportContext): PollRequest {
+export function parsePollRequest(url: Target, context: TransportContext): PollRequest {
   const channels = url.searchParams.getAll("channel");
   if (channels.length > 1) throw new LadderError("bad_channel", "a poll reads one channel; use the stream for several");
   const { options } = context;

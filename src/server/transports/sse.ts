@@ -4,6 +4,7 @@
  * guide's `JSON.parse(event.data)` expects); a stream of several channels sends an envelope
  * `{channel,id,data,time}` and a composite id `a=<id>;b=<id>` so one Last-Event-ID resumes all of them.
  */
+import type { Target } from "../edge/target.js";
 import {
   decodeCursor,
   encodeComment,
@@ -72,7 +73,7 @@ export interface SseRequest {
 }
 
 /** Last-Event-ID (set by EventSource on reconnect) wins over `since`/`lastEventId` in the query. */
-export function parseSseRequest(req: HubRequest, url: URL, context: TransportContext): SseRequest {
+export function parseSseRequest(req: HubRequest, url: Target, context: TransportContext): SseRequest {
   const channels = parseChannels(url.searchParams.getAll("channel"), context.options.maxChannelsPerConnection);
   const header = req.headers["last-event-id"];
   const text = (typeof header === "string" && header !== "" ? header : null) ?? url.searchParams.get("since") ?? url.searchParams.get("lastEventId");

@@ -95,6 +95,8 @@ export class LaneRequest {
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
+const JSON_HEADERS = "content-type: application/json; charset=utf-8\r\ncache-control: no-store\r\n";
+
 let dateSecond = -1;
 let dateText = "";
 
@@ -153,6 +155,20 @@ export class LaneResponse {
     this.#seal();
     this.headersSent = true;
     return this;
+  }
+
+  /**
+   * A JSON answer (every answer of the lane's two routes): the fixed headers as one prepared block, only
+   * the extra ones (a cursor, a gap, a refusal's Retry-After) checked and added one by one.
+   */
+  sendJson(status: number, text: string, extra?: Readonly<Record<string, string>>): void {
+    if (this.headersSent) throw new Error("headers already sent");
+    this.statusCode = status;
+    this.#lines = JSON_HEADERS;
+    if (extra !== undefined) for (const name of Object.keys(extra)) this.#add(name, extra[name]!);
+    this.#seal();
+    this.headersSent = true;
+    this.end(text);
   }
 
   /** Writes the whole response — head and body in one write — and gives the connection back. */
