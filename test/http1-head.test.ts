@@ -3,7 +3,10 @@
  * every shape it must hand to node:http rather than read itself.
  */
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import net from "node:net";
 import { test } from "node:test";
+import { LaneResponse, Signals } from "../src/server/edge/http1/exchange.js";
 import { HAND_OFF, INCOMPLETE, readHead, type RequestHead } from "../src/server/edge/http1/head.js";
 
 const ROUTE = { path: "/api/messages", maxBodyBytes: 1000, maxHeaderBytes: 1024 };
@@ -99,4 +102,25 @@ test("a head exactly at maxHeaderBytes is read; one byte over is handed off", ()
   const fill = ROUTE.maxHeaderBytes - start.length - 4;
   assert.notEqual(read(`${start}${"a".repeat(fill)}\r\n\r\n`), HAND_OFF);
   assert.equal(read(`${start}${"a".repeat(fill + 1)}\r\n\r\n`), HAND_OFF);
+});
+
+test("the lane's response refuses a header node:http would refuse (CR LF injection, a bad name, non-ASCII)", async () => {
+  // A real socket pair: nothing is written, as every header is checked before the write.
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const client = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1");
+  const [socket] = (await once(server, "connection")) as [net.Socket];
+  try {
+    const owner = { closing: false, responded: () => assert.fail("nothing may be answered"), abandoned: () => {} };
+    const res = new LaneResponse(socket, owner, false, "", new Signals());
+    assert.throws(() => res.setHeader("x-a", "one\r\nset-cookie: evil=1"), TypeError);
+    assert.throws(() => res.setHeader("bad name", "v"), TypeError);
+    assert.throws(() => res.setHeader("x-a", "caf\u00e9"), TypeError);
+    assert.throws(() => res.sendJson(200, "{}", { "x-b": "a\nb" }), TypeError);
+    assert.equal(socket.bytesWritten, 0);
+  } finally {
+    client.destroy();
+    socket.destroy();
+    server.close();
+  }
 });
