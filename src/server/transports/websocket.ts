@@ -31,6 +31,7 @@ import { checkChannel } from "../edge/params.js";
 import { asLadderError } from "../edge/refusal.js";
 import { batchItem, batchItems, isBatchError, publishEach } from "../publish/batch.js";
 import type { Connection } from "./transport.js";
+import { PeerLiveness } from "./ws-liveness.js";
 
 interface FrameOptions {
   readonly fin: boolean;
@@ -42,6 +43,8 @@ interface FrameOptions {
 /** `ws`'s framer (exported by the package, not by its type definitions). */
 const Sender = (wsLibrary as unknown as { Sender: { frame(data: Buffer, options: FrameOptions): Buffer[] } }).Sender;
 const TEXT_FRAME: FrameOptions = { fin: true, rsv1: false, opcode: 0x1, mask: false, readOnly: false };
+/** An empty ping as `ws.ping()` frames it, for a ping that rides on a write of messages. */
+const PING_FRAME = Buffer.concat(Sender.frame(Buffer.alloc(0), { fin: true, rsv1: false, opcode: 0x9, mask: false, readOnly: false }));
 
 /** A server's (unmasked) text frame of `payload`, header and payload in one buffer. */
 function textFrame(payload: Buffer): Buffer {
@@ -88,7 +91,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   readonly #ip: string;
   #firstFrame: NodeJS.Timeout | null = null;
   #stopExpiry: () => void = NO_EXPIRY;
-  #lastSeen = Date.now();
+  readonly #liveness = new PeerLiveness(Date.now());
   #badFrames = 0;
   /**
    * No extension was negotiated (Ladder offers none), so messages can be written as shared frames. Read
@@ -135,7 +138,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   static #onPong(this: WebSocket): void {
     const connection = connectionOf.get(this);
-    if (connection) connection.#lastSeen = Date.now();
+    if (connection) connection.#liveness.heard(Date.now());
   }
 
   static #onEnd(this: WebSocket): void {
@@ -158,7 +161,15 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   protected writeQueued(bytes: Buffer): void {
     // Not once the close handshake began (a peer's close frame is answered by ws at once): no data may follow a close frame.
-    if (this.#ws.readyState === this.#ws.OPEN) this.#socket.write(bytes);
+    if (this.#ws.readyState !== this.#ws.OPEN) return;
+    const liveness = this.#liveness;
+    if (!liveness.pending) {
+      this.#socket.write(bytes);
+      return;
+    }
+    // A ping due on the last tick goes out with these messages, in the same system call (ws-liveness.ts).
+    this.#socket.write(Buffer.concat([bytes, PING_FRAME], bytes.length + PING_FRAME.length));
+    liveness.pinged(Date.now());
   }
 
   protected writeMessage(_channel: string, delivery: Delivery): void {
@@ -188,20 +199,22 @@ export class WebSocketConnection extends StreamConnection implements Connection 
 
   heartbeat(now: number): void {
     const { wsTimeoutMs, heartbeatMs } = this.context.options;
-    if (now - this.#lastSeen > wsTimeoutMs) {
+    // Only a socket without an extension writes its messages itself, so only there can a ping ride on them.
+    const active = this.#plain && performance.now() - this.flushedAt < heartbeatMs / 2;
+    const liveness = this.#liveness;
+    const beat = liveness.beat(now, heartbeatMs, wsTimeoutMs, active);
+    if (beat === "terminate") {
       this.#ws.terminate();
       this.destroy();
       return;
     }
-    // A peer heard from within half an interval needs no ping on this tick (Ladder's client sends its own
-    // every 10 s): by the next tick it has been silent at most 1.5 intervals, inside wsTimeoutMs when that
-    // is two intervals or more (the default: 15 s and 30 s). A peer that only answers pings is pinged on
-    // every tick, as before. At 10,000 sockets each skipped ping is a write and a pong read saved.
-    if (wsTimeoutMs >= 2 * heartbeatMs && now - this.#lastSeen < heartbeatMs / 2) return;
-    if (this.#ws.readyState === this.#ws.OPEN) {
-      this.flushQueue();
-      this.#ws.ping();
-    }
+    if (beat !== "ping" || this.#ws.readyState !== this.#ws.OPEN) return;
+    // Messages the batcher holds right now take the ping with them; with none it is written alone.
+    liveness.pending = true;
+    this.flushQueue();
+    if (!liveness.pending) return;
+    this.#ws.ping();
+    liveness.pinged(now);
   }
 
   drain(): void {
@@ -308,7 +321,7 @@ export class WebSocketConnection extends StreamConnection implements Connection 
   }
 
   #onFrame(data: Buffer, isBinary: boolean): void {
-    this.#lastSeen = Date.now();
+    this.#liveness.heard(Date.now());
     this.#clearFirstFrame();
     let ref: Ref;
     try {
