@@ -243,6 +243,31 @@ describe("fast lane: connections", { concurrency: 1 }, () => {
     assert.ok(elapsed >= LIMITS.requestTimeoutMs * 0.9 && elapsed <= LIMITS.requestTimeoutMs + 1000, `closed after ${elapsed} ms`);
   });
 
+  test("a publish sent a byte per write is read whole and answered; so is a batch in many pieces", BOUNDED, async () => {
+    const nodeBefore = seenByNode.length;
+    const raw = await rawHttp1(running.url);
+    raw.socket.setNoDelay(true);
+    const bytes = Buffer.from(post('{"channel":"trickle","data":"é"}'));
+    for (const byte of bytes) {
+      raw.socket.write(Buffer.of(byte));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await eventually(() => answers(raw.text()).length === 1, 5000, "the trickled publish answered");
+    const messages = Array.from({ length: 200 }, (_, i) => ({ data: "y".repeat(200) + i }));
+    const batch = Buffer.from(post(JSON.stringify({ channel: "trickle", messages })));
+    for (let at = 0; at < batch.length; at += 1000) {
+      raw.socket.write(batch.subarray(at, at + 1000));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await eventually(() => answers(raw.text()).length === 2, 5000, "the batch answered");
+    const [one, many] = answers(raw.text());
+    assert.equal(one!.status, 201);
+    assert.equal(many!.status, 200);
+    assert.equal((JSON.parse(many!.body) as { results: unknown[] }).results.length, 200);
+    assert.deepEqual(seenByNode.slice(nodeBefore), [], "both on the lane: node:http saw neither");
+    raw.socket.destroy();
+  });
+
   test("a client that sends its request and half-closes still gets its answer", BOUNDED, async () => {
     const raw = await rawHttp1(running.url);
     raw.socket.end(post('{"channel":"half","data":1}'));

@@ -7,13 +7,14 @@ import { once } from "node:events";
 import net from "node:net";
 import { test } from "node:test";
 import { LaneResponse, Signals } from "../src/server/edge/http1/exchange.js";
-import { HAND_OFF, INCOMPLETE, readHead, type RequestHead } from "../src/server/edge/http1/head.js";
+import { freshProgress, HAND_OFF, INCOMPLETE, readHead, type RequestHead } from "../src/server/edge/http1/head.js";
+import { Inbox } from "../src/server/edge/http1/inbox.js";
 
 const ROUTE = { path: "/api/messages", maxBodyBytes: 1000, maxHeaderBytes: 1024 };
 const POST = "POST /api/messages HTTP/1.1\r\nhost: hub\r\ncontent-type: application/json\r\ncontent-length: 2\r\n";
 
 function read(text: string): ReturnType<typeof readHead> {
-  return readHead(Buffer.from(text, "latin1"), 0, ROUTE);
+  return readHead(Buffer.from(text, "latin1"), ROUTE);
 }
 
 test("reads a publish and a poll: method, target, headers by lower-case name, head and body sizes", () => {
@@ -37,7 +38,7 @@ test("reads a publish and a poll: method, target, headers by lower-case name, he
 test("reads a head that starts after earlier bytes (a pipelined request)", () => {
   const first = `${POST}\r\n{}`;
   const both = Buffer.from(first + "GET /api/messages HTTP/1.1\r\nhost: hub\r\n\r\n", "latin1");
-  const second = readHead(both, Buffer.byteLength(first), ROUTE) as RequestHead;
+  const second = readHead(both.subarray(Buffer.byteLength(first)), ROUTE) as RequestHead;
   assert.equal(second.method, "GET");
   assert.equal(second.headBytes, both.length - Buffer.byteLength(first));
 });
@@ -123,4 +124,37 @@ test("the lane's response refuses a header node:http would refuse (CR LF injecti
     socket.destroy();
     server.close();
   }
+});
+
+test("a head read a byte at a time: waits until its last byte, then reads as in one piece; hands off as soon as it can tell", () => {
+  const text = `${POST}x-long: ${"v".repeat(300)}\r\n\r\n`;
+  const bytes = Buffer.from(text, "latin1");
+  const progress = freshProgress();
+  for (let n = 1; n < bytes.length; n++) assert.equal(readHead(bytes.subarray(0, n), ROUTE, progress), INCOMPLETE, `after ${n} bytes`);
+  assert.deepEqual(readHead(bytes, ROUTE, progress), readHead(bytes, ROUTE));
+
+  const other = Buffer.from("GET /healthz HTTP/1.1\r\nhost: hub\r\n\r\n", "latin1");
+  const looking = freshProgress();
+  let handedAt = -1;
+  for (let n = 1; n <= other.length && handedAt === -1; n++) if (readHead(other.subarray(0, n), ROUTE, looking) === HAND_OFF) handedAt = n;
+  assert.equal(handedAt, "GET /h".length, "handed off at the first byte that is not the lane's path");
+});
+
+test("the inbox gathers pieces in order, consumes from the front, and never rewrites bytes already handed out", () => {
+  const inbox = new Inbox();
+  inbox.append(Buffer.from("ab"));
+  assert.equal(inbox.bytes!.toString(), "ab");
+  inbox.append(Buffer.from("cd"));
+  inbox.append(Buffer.from("ef"));
+  assert.equal(inbox.bytes!.toString(), "abcdef");
+  const handed = inbox.bytes!.subarray(0, 3);
+  inbox.consume(3);
+  for (let i = 0; i < 2000; i++) inbox.append(Buffer.from("x"));
+  assert.equal(handed.toString(), "abc", "a body handed to a handler keeps its bytes");
+  assert.equal(inbox.bytes!.toString(), "def" + "x".repeat(2000));
+  inbox.consume(inbox.bytes!.length);
+  assert.equal(inbox.bytes, null);
+  inbox.append(Buffer.from("z"));
+  assert.equal(inbox.take()!.toString(), "z");
+  assert.equal(inbox.bytes, null);
 });

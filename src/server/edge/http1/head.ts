@@ -49,28 +49,57 @@ const FIELD_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\t]*)$/;
 const DIGITS = /^[0-9]{1,15}$/;
 
 /**
- * Reads the request head that starts at `from` in `buffer`. Returns {@link INCOMPLETE} while the head
- * could still turn out to be the lane's, {@link HAND_OFF} as soon as it cannot.
+ * How far a head arriving in pieces has been looked at, so each new piece costs its own length and not
+ * the whole head again (a head sent a byte at a time must not cost the square of its length).
  */
-export function readHead(buffer: Buffer, from: number, route: LaneRoute): HeadResult {
-  const end = buffer.indexOf(END_OF_HEAD, from);
-  if (end === -1) {
-    if (buffer.length - from > route.maxHeaderBytes) return HAND_OFF;
-    return firstLineRefuses(buffer, from, route) ? HAND_OFF : INCOMPLETE;
-  }
-  const headBytes = end + 4 - from;
-  if (headBytes > route.maxHeaderBytes) return HAND_OFF;
-  return parseHead(buffer.toString("latin1", from, end), headBytes, route);
+export interface HeadProgress {
+  /** Bytes already searched for the end of the head. */
+  searched: number;
+  /** The request line is complete and is one the lane takes. */
+  lineChecked: boolean;
 }
 
-/** True once a request line is complete (or long enough) and it is not one the lane would take. */
-function firstLineRefuses(buffer: Buffer, from: number, route: LaneRoute): boolean {
-  const eol = buffer.indexOf(0x0a, from);
-  if (eol === -1) return !couldStart(buffer.toString("latin1", from), route.path);
-  const line = buffer.toString("latin1", from, eol);
-  if (!line.endsWith("\r")) return true;
+export function freshProgress(): HeadProgress {
+  return { searched: 0, lineChecked: false };
+}
+
+/**
+ * Reads the request head at the start of `buffer`. Returns {@link INCOMPLETE} while the head could still
+ * turn out to be the lane's, {@link HAND_OFF} as soon as it cannot. `progress` carries what earlier
+ * looks at a shorter `buffer` found; it is updated on INCOMPLETE.
+ */
+export function readHead(buffer: Buffer, route: LaneRoute, progress: HeadProgress = freshProgress()): HeadResult {
+  const end = buffer.indexOf(END_OF_HEAD, Math.max(0, progress.searched - 3));
+  if (end === -1) {
+    if (buffer.length > route.maxHeaderBytes) return HAND_OFF;
+    if (!progress.lineChecked) {
+      const line = firstLine(buffer, progress.searched, route);
+      if (line === HAND_OFF) return HAND_OFF;
+      progress.lineChecked = line;
+    }
+    progress.searched = buffer.length;
+    return INCOMPLETE;
+  }
+  const headBytes = end + 4;
+  if (headBytes > route.maxHeaderBytes) return HAND_OFF;
+  return parseHead(buffer.toString("latin1", 0, end), headBytes, route);
+}
+
+/**
+ * The request line so far: true once complete and the lane's, false while it could still be,
+ * HAND_OFF once it cannot. Only the bytes after `searched` can hold its end.
+ */
+function firstLine(buffer: Buffer, searched: number, route: LaneRoute): boolean | typeof HAND_OFF {
+  const eol = buffer.indexOf(0x0a, searched);
+  if (eol === -1) {
+    // Only the first bytes can still differ from `GET|POST <path>`: compare no more than those.
+    const n = Math.min(buffer.length, route.path.length + 5);
+    return couldStart(buffer.toString("latin1", 0, n), route.path) ? false : HAND_OFF;
+  }
+  const line = buffer.toString("latin1", 0, eol);
+  if (!line.endsWith("\r")) return HAND_OFF;
   const match = REQUEST_LINE.exec(line.slice(0, -1));
-  return match === null || !targetIsLanes(match[2]!, route.path);
+  return match !== null && targetIsLanes(match[2]!, route.path) ? true : HAND_OFF;
 }
 
 /** The start of a request line that could still become `GET|POST <path>…`. */

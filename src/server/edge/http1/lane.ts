@@ -22,7 +22,8 @@ import type { Socket } from "node:net";
 import { LadderError } from "../../../protocol/index.js";
 import { endWithError, RAW_ANSWER_GRACE_MS } from "../refusal.js";
 import { LaneRequest, LaneResponse, Signals, type ExchangeOwner } from "./exchange.js";
-import { HAND_OFF, INCOMPLETE, readHead, type LaneRoute, type RequestHead } from "./head.js";
+import { freshProgress, HAND_OFF, INCOMPLETE, readHead, type LaneRoute, type RequestHead } from "./head.js";
+import { Inbox } from "./inbox.js";
 
 export interface LaneLimits {
   readonly headersTimeoutMs: number;
@@ -185,7 +186,9 @@ class LaneConnection implements ExchangeOwner {
   readonly #handler: LaneHandler;
   readonly #keepAlive: string;
   /** Bytes read and not yet consumed: the rest of a head, a body, later requests. */
-  #pending: Buffer | null = null;
+  readonly #inbox = new Inbox();
+  /** How far the head being gathered has been looked at. */
+  readonly #progress = freshProgress();
   /** The head whose body is still arriving. */
   #head: RequestHead | null = null;
   /** The exchange with the handler, for telling it that its client left. */
@@ -209,10 +212,9 @@ class LaneConnection implements ExchangeOwner {
   readonly #onData = (chunk: Buffer): void => {
     // Closing: the answer said `connection: close`; whatever the peer still sends is read and dropped.
     if (this.state === State.Closing) return;
-    const pending = this.#pending;
-    this.#pending = pending === null ? chunk : Buffer.concat([pending, chunk]);
+    this.#inbox.append(chunk);
     if (this.state === State.Busy) {
-      if (this.#pending.length > MAX_PIPELINED_BYTES) this.#socket.pause();
+      if (this.#inbox.bytes!.length > MAX_PIPELINED_BYTES) this.#socket.pause();
       return;
     }
     if (this.state === State.Idle) this.#enter(State.Head, true);
@@ -247,7 +249,7 @@ class LaneConnection implements ExchangeOwner {
     this.#driving = true;
     try {
       while (this.state === State.Head || this.state === State.Body) {
-        const pending = this.#pending;
+        const pending = this.#inbox.bytes;
         if (pending === null) {
           this.#enter(State.Idle, false);
           return;
@@ -261,7 +263,7 @@ class LaneConnection implements ExchangeOwner {
         }
         let head = this.#head;
         if (head === null) {
-          const read = readHead(pending, 0, this.#handler.route);
+          const read = readHead(pending, this.#handler.route, this.#progress);
           if (read === INCOMPLETE) return;
           if (read === HAND_OFF) return this.#handOff();
           head = read;
@@ -273,7 +275,9 @@ class LaneConnection implements ExchangeOwner {
           return;
         }
         this.#head = null;
-        this.#pending = pending.length === size ? null : pending.subarray(size);
+        this.#progress.searched = 0;
+        this.#progress.lineChecked = false;
+        this.#inbox.consume(size);
         this.#dispatch(head, pending.subarray(head.headBytes, size));
       }
     } finally {
@@ -311,7 +315,7 @@ class LaneConnection implements ExchangeOwner {
       return;
     }
     this.#enter(State.Head, true);
-    if (this.#pending === null) this.#enter(State.Idle, false);
+    if (this.#inbox.bytes === null) this.#enter(State.Idle, false);
     if (this.#socket.isPaused()) this.#socket.resume();
     // An answer given later (a long-poll, a broker's publish): the requests that queued behind it go on now.
     if (!this.#driving) this.#drive();
@@ -336,13 +340,11 @@ class LaneConnection implements ExchangeOwner {
     socket.off("error", this.#onError);
     socket.off("close", this.#onClose);
     this.#lane.forget(this);
-    const pending = this.#pending;
-    this.#pending = null;
-    this.#lane.handOff(socket, pending);
+    this.#lane.handOff(socket, this.#inbox.take());
   }
 
   closeIfIdle(): void {
-    if (this.state === State.Idle || (this.state === State.Head && this.#pending === null)) this.destroy();
+    if (this.state === State.Idle || (this.state === State.Head && this.#inbox.bytes === null)) this.destroy();
   }
 
   /** A head or body not received in time: 408, as node:http answers. */
