@@ -10,6 +10,8 @@ import type { Socket } from "node:net";
 import { test } from "node:test";
 import { WebSocket } from "ws";
 import { PeerLiveness } from "../src/server/transports/ws-liveness.js";
+// A seeded PRNG (mulberry32), so a failing schedule can be replayed.
+import { seededRandom } from "../soak/faults.js";
 import { sleep, startHub } from "./helpers/server.js";
 
 // ---- The decision on a simulated clock ----
@@ -94,17 +96,6 @@ function simulate(sim: Sim): SimResult {
   return { terminatedAt: null, lastHeard: liveness.lastSeen, pingsAlone, pingsWithData, idleTicksPinged, idleTicks };
 }
 
-/** A small deterministic PRNG (mulberry32), so a failing schedule can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Writes at random gaps of up to `maxGap` ms. */
 function randomData(random: () => number, maxGap: number, until: number): number[] {
@@ -120,7 +111,7 @@ const CONFIGS = [200, 250, 400].map((wsTimeoutMs) => ({ heartbeatMs: H, wsTimeou
 test("liveness: a live peer is never terminated, whatever the data timing and however late the ticks run", () => {
   for (const config of CONFIGS) {
     for (let seed = 1; seed <= 300; seed++) {
-      const random = prng(seed);
+      const random = seededRandom(seed);
       const drifts = Array.from({ length: 200 }, () => Math.floor(random() * MAX_DRIFT));
       const rtt = 1 + Math.floor(random() * (H / 2 - 2));
       const data = randomData(random, Math.floor(random() * 2.5 * H) + 1, 10_000);
@@ -152,7 +143,7 @@ test("liveness: a deferred ping that found no data protects a live peer until it
 test("liveness: a dead peer is terminated within wsTimeoutMs + heartbeatMs of when it was last heard", () => {
   for (const config of CONFIGS) {
     for (let seed = 1; seed <= 300; seed++) {
-      const random = prng(seed * 7919);
+      const random = seededRandom(seed * 7919);
       const drifts = Array.from({ length: 200 }, () => Math.floor(random() * MAX_DRIFT));
       const rtt = 1 + Math.floor(random() * 20);
       const deadAt = 500 + Math.floor(random() * 3000);
@@ -274,7 +265,7 @@ test("a WebSocket that answers pings is never dropped at the tightest timeout (t
   const running = await startHub({ heartbeatMs: 100, wsTimeoutMs: 200 });
   try {
     const sockets = await Promise.all(["a", "b", "c"].map((room) => joined(running.url, `pace-${room}`)));
-    const random = prng(42);
+    const random = seededRandom(42);
     const paces = { "pace-a": 15, "pace-b": 70, "pace-c": 160 };
     const stop = Date.now() + 2000;
     await Promise.all(
