@@ -165,6 +165,24 @@ describe("fast lane: the same answers as node:http", { concurrency: 1 }, () => {
     });
   }
 
+  test("a publish over the rate limit: 429 with Retry-After, as on node:http", BOUNDED, async () => {
+    const limited = { port: 0, host: "127.0.0.1", limits: { publishPerSecond: 1, publishBurst: 2 } } as const;
+    const [fastHub, nodeHub] = [await serve(limited), await serve({ ...limited, fastLane: false })];
+    try {
+      const three = post('{"channel":"open","data":1}').repeat(3);
+      const [fast, slow] = await Promise.all([exchange(fastHub.url, three), exchange(nodeHub.url, three)]);
+      assert.deepEqual(
+        fast.answers.map((a) => a.status),
+        [201, 201, 429],
+      );
+      assert.ok(fast.answers[2]!.headers.some((h) => h.startsWith("retry-after: ")));
+      assert.deepEqual(fast.answers, slow.answers);
+    } finally {
+      await fastHub.close();
+      await nodeHub.close();
+    }
+  });
+
   test("and node:http saw only the requests the lane handed over", () => {
     // Handed over: the two health checks, the HEAD, the preflight, the PUT, the oversized body, the chunked
     // publish, the expect — each is one request event (the malformed ones never become requests).
