@@ -21,7 +21,7 @@ export interface ExchangeOwner {
 type Listener = () => void;
 
 /** Listeners of `close` (request and response) and `finish` (response), fired once. */
-class Signals {
+export class Signals {
   close: Listener[] | null = null;
   finish: Listener[] | null = null;
 
@@ -252,4 +252,3 @@ export class LaneResponse {
   }
 }
 
-export { Signals };

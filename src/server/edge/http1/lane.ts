@@ -93,11 +93,6 @@ export class Lane {
     this.#timer.unref();
   }
 
-  /** Connections on the lane now (handed-off ones are node:http's). */
-  get size(): number {
-    return this.#connections.size;
-  }
-
   readonly #take = (socket: Socket): void => {
     if (this.#closing || socket.destroyed) {
       this.handOff(socket, null);
