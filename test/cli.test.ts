@@ -130,6 +130,10 @@ test("switches take the same words from flags, environment and config file", () 
   // A bare switch and its negation still work, and a switch followed by another option takes no value.
   assert.equal(resolveSettings(parseServeArgs(["--no-http2", "--metrics", "--port", "1"]), {}).metrics, true);
   assert.equal(resolveSettings(parseServeArgs(["--no-http2"]), {}).http2, false);
+  // The fast lane is on unless turned off (left unset, serve()'s default is on), from any source.
+  assert.notEqual(resolveSettings(parseServeArgs([]), {}).fastLane, false);
+  assert.equal(resolveSettings(parseServeArgs(["--no-fast-lane"]), {}).fastLane, false);
+  assert.equal(resolveSettings({}, { LADDER_FAST_LANE: "off" }).fastLane, false);
 });
 
 test("--help: aligned columns, every switch in the switches sentence, the channels key explained", () => {
