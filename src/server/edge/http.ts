@@ -196,7 +196,8 @@ function whole(body: Buffer, maxBytes: number, done: (error: LadderError | null,
  * requests): destroying the request after the response resets that stream alone (RFC 9113 §8.1).
  */
 export function closeAfterResponse(req: ExchangeRequest, res: ExchangeResponse): void {
-  if (!req.complete && !(req instanceof LaneRequest) && !(res instanceof LaneResponse)) {
+  // A lane request is always complete: the lane reads the whole body before the handler runs.
+  if (!req.complete) {
     if (!isHttp2(res)) res.setHeader("connection", "close");
     res.once("finish", () => req.destroy());
   }

@@ -53,14 +53,11 @@ export class LaneRequest {
   readonly method: string;
   readonly url: string;
   readonly headers: Readonly<Record<string, string | undefined>>;
-  readonly httpVersionMajor = 1;
-  readonly httpVersion = "1.1";
   readonly socket: Socket;
   /** The whole body, read before the handler runs (the bytes the general path would read from the stream). */
   readonly body: Buffer;
-  /** The body has been read to its end: always, on the lane. */
+  /** The body has been read to its end: always, on the lane (so nothing is ever left unread to close for). */
   readonly complete = true;
-  readonly readableEnded = true;
   readonly #signals: Signals;
 
   constructor(method: string, url: string, headers: Record<string, string>, socket: Socket, body: Buffer, signals: Signals) {

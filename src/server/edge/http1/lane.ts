@@ -138,7 +138,8 @@ export class Lane {
       const waited = now - connection.since;
       switch (connection.state) {
         case State.Head:
-          if (waited >= headersTimeoutMs || now - connection.requestSince >= requestTimeoutMs) connection.timeOut();
+          // Head is entered only as a request begins (since = requestSince), and headersTimeoutMs ≤ requestTimeoutMs.
+          if (waited >= headersTimeoutMs) connection.timeOut();
           break;
         case State.Body:
           if (now - connection.requestSince >= requestTimeoutMs) connection.timeOut();
