@@ -117,14 +117,18 @@ export const CLOCK_TICKS: number = (() => {
   return 100;
 })();
 
-/** utime + stime of a process (all its threads), in microseconds, from /proc/<pid>/stat. */
-export function readCpuUs(pid: number): number {
+/** utime and stime of a process (all its threads), in microseconds, from /proc/<pid>/stat. */
+export function readCpuTimes(pid: number): { readonly userUs: number; readonly systemUs: number } {
   const text = readFileSync(`/proc/${pid}/stat`, "utf8");
   // Fields after the command name, which is in parentheses and may hold spaces: state is field 3.
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return ((utime + stime) * 1e6) / CLOCK_TICKS;
+  return { userUs: (Number(fields[11]) * 1e6) / CLOCK_TICKS, systemUs: (Number(fields[12]) * 1e6) / CLOCK_TICKS };
+}
+
+/** utime + stime of a process (all its threads), in microseconds. */
+export function readCpuUs(pid: number): number {
+  const { userUs, systemUs } = readCpuTimes(pid);
+  return userUs + systemUs;
 }
 
 export interface SchedTimes {

@@ -149,7 +149,7 @@ async function main(): Promise<number> {
         runs.push(result);
         log(
           `  delivered ${result.delivered}/${result.expected} (${Math.round(result.deliveredPerSec)}/s), p50 ${result.latencyMs.p50.toFixed(2)} ms, p99 ${result.latencyMs.p99.toFixed(2)} ms, ` +
-            `${result.cpuUsPerDelivered.toFixed(2)} µs CPU/delivery, server ${result.serverCpuPercent.toFixed(0)}% / load ${result.clientCpuPercent.toFixed(0)}% of a core` +
+            `${result.cpuUsPerDelivered.toFixed(2)} µs CPU/delivery (${result.systemUsPerDelivered.toFixed(2)} in the kernel), server ${result.serverCpuPercent.toFixed(0)}% / load ${result.clientCpuPercent.toFixed(0)}% of a core` +
             (result.notes.length ? `; ${result.notes.join("; ")}` : ""),
         );
       }

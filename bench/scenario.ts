@@ -8,7 +8,7 @@ import { DeliveryMetrics, nowMs } from "./metrics.js";
 import { NCHAN_LONG_POLL, NCHAN_PUBLISH, nchanWebSocketPublishRefusal, NchanServer, type NchanInstall } from "./nchan.js";
 import type { BenchOptions } from "./options.js";
 import { HTTP_PUBLISH_CONNECTIONS, LADDER_PUBLISH, Publisher, publisherLabel, type PublishDialect, type PublisherKind } from "./publisher.js";
-import { readSchedTimes, ServerHandle, type BenchServer, type Pinning, type SchedTimes } from "./proc.js";
+import { readCpuTimes, readSchedTimes, ServerHandle, type BenchServer, type Pinning, type SchedTimes } from "./proc.js";
 
 export interface CaseResult {
   readonly pattern: Pattern;
@@ -37,6 +37,12 @@ export interface CaseResult {
   /** Server utime+stime over the publish phase and its drain, from /proc/<pid>/stat. */
   readonly serverCpuUs: number;
   readonly cpuUsPerDelivered: number;
+  /**
+   * The kernel's share of {@link cpuUsPerDelivered}: stime of the serving process ({@link BenchServer.pid})
+   * per delivery. On loopback the sender's write also runs the receiver's TCP input, so this is mostly
+   * the system calls, which every server pays alike; the rest is the server's own user-space work.
+   */
+  readonly systemUsPerDelivered: number;
   /** Share of one core the server used during the phase; near 100 means it was saturated. */
   readonly serverCpuPercent: number;
   /** Share of one core the load generator used; near 100 means the client, not the server, may be the limit. */
@@ -219,6 +225,7 @@ export async function runCase(
     }
 
     let cpuBefore = 0;
+    let systemBefore = 0;
     let serverSchedBefore: SchedTimes = { mainWaitMs: 0, helpersRunMs: 0 };
     let loadSchedBefore: SchedTimes = { mainWaitMs: 0, helpersRunMs: 0 };
     let clientBefore = process.cpuUsage();
@@ -227,6 +234,7 @@ export async function runCase(
       metrics.startMeasuring(stamp);
       phaseStart = stamp;
       cpuBefore = server.cpuUs();
+      systemBefore = readCpuTimes(server.pid).systemUs;
       clientBefore = process.cpuUsage();
       serverSchedBefore = readSchedTimes(server.pid);
       loadSchedBefore = readSchedTimes(process.pid);
@@ -238,6 +246,7 @@ export async function runCase(
     if (stop === "quiet") notes.push(`drain stopped: no delivery for ${quietMs} ms`);
     if (stop === "deadline") notes.push("drain stopped at the hard deadline");
     const cpuAfter = server.cpuUs();
+    const systemUs = readCpuTimes(server.pid).systemUs - systemBefore;
     const clientCpu = process.cpuUsage(clientBefore);
     const serverSched = readSchedTimes(server.pid);
     const loadSched = readSchedTimes(process.pid);
@@ -287,6 +296,7 @@ export async function runCase(
       publishRoundTripMs: { p50: published.roundTripP50Ms, max: published.roundTripMaxMs },
       serverCpuUs,
       cpuUsPerDelivered: metrics.delivered > 0 ? serverCpuUs / metrics.delivered : NaN,
+      systemUsPerDelivered: metrics.delivered > 0 ? systemUs / metrics.delivered : NaN,
       serverCpuPercent,
       clientCpuPercent: ((clientCpu.user + clientCpu.system) / (phaseMs * 1000)) * 100,
       phaseMs,

@@ -49,7 +49,11 @@ test("--publisher ws, a short real run: every publish acked, every message deliv
     assert.equal(r.publishFailed + r.publishRefused + r.publishUnanswered, 0, `${name}: no publish failed`);
     assert.equal(r.expected, 60, `${name}: one subscriber per message`);
     assert.equal(r.delivered, r.expected, `${name}: every message arrived`);
+    // The kernel's share is the serving process's stime: part of the whole, never more.
+    assert.ok(Number.isFinite(r.systemUsPerDelivered) && r.systemUsPerDelivered >= 0, `${name}: kernel µs per delivery ${r.systemUsPerDelivered}`);
+    assert.ok(r.systemUsPerDelivered <= r.cpuUsPerDelivered, `${name}: kernel ${r.systemUsPerDelivered} µs within the whole ${r.cpuUsPerDelivered} µs`);
   }
+  assert.match(run.stderr, /in the kernel\), server \d+% \/ load/);
   assert.match(run.stdout, /^publisher: ladder ws×2, baseline ws×2/m);
   assert.match(run.stdout, /^pattern\s+impl\s+publisher\s+subscribers .* failed pubs$/m);
   assert.match(run.stdout, /^sse\s+ladder\s+ws×2\s/m);
