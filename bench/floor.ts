@@ -1,28 +1,36 @@
 /**
  * The floor: deliberately NOT a correct or safe HTTP server. It exists only to show the lowest CPU a Node
- * process pays per HTTP request, so the per-request figures of Ladder, the baseline and Nchan in the
- * long-poll and single-publish cases have a floor to be read against. Never serve anything with it.
+ * process pays per HTTP request and per streamed delivery, so the figures of Ladder, the baseline and
+ * Nchan in the long-poll, sse, websocket and single-publish cases have a floor to be read against. Never
+ * serve anything with it.
  *
- * It is a raw `node:net` server with no HTTP library that hand-parses HTTP/1.1 requests and knows two:
+ * It is a raw `node:net` server with no HTTP library that hand-parses HTTP/1.1 requests and knows four:
  *
  * - `POST /api/messages` with a JSON body `{"channel":…,"data":…}`: answered `201`
  *   `{"id":"<n>","channel":"<ch>"}`; the last 1,000 messages are kept;
  * - `GET /api/messages?since=<id>&limit=<n>&wait=<s>`: the messages after `since` as the baseline answers
  *   them (a JSON array of `{"id","channel","data","time"}`), or, with `wait` and none yet, held until one
- *   is published (then answered with it) or until `wait` runs out (then `[]`).
+ *   is published (then answered with it) or until `wait` runs out (then `[]`);
+ * - `GET /api/stream?channel=<ch>` (SSE) and `GET /api/ws` (a WebSocket upgrade): the connection is handed
+ *   to bench/floor-stream.ts, which fans every publish out to the channel's streams and takes WebSocket
+ *   `join` and `publish` frames (see there, and for what it leaves out).
  *
  * Anything else gets `404` or `400` and the connection is closed. What it leaves out on purpose: no
  * `Transfer-Encoding` (bodies are `Content-Length` only), no HTTP/1.0, no header or URL validation, no
  * percent-decoding, no limits beyond a cap on the bytes buffered per connection, no timeouts, no
- * backpressure, one history whatever the channel (as the baseline's polls). It does keep keep-alive and
+ * backpressure, one history whatever the channel (as the baseline's polls; streams are per channel). It does keep keep-alive and
  * answers pipelined requests in order: a held poll holds the requests behind it.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import type { Pattern } from "./load.js";
 import type { PublishScenario } from "./publish.js";
+import { FloorStreams, type Accepted, type OnData } from "./floor-stream.js";
 
-/** What the floor serves: the long-poll fan-out pattern and the single HTTP publish. */
-export const FLOOR_PATTERNS: ReadonlySet<Pattern> = new Set<Pattern>(["long-poll"]);
+/**
+ * What the floor serves: the long-poll, sse and websocket fan-out patterns (cleartext HTTP/1.1, publishes
+ * over HTTP or WebSocket frames, one channel or many) and the single HTTP publish.
+ */
+export const FLOOR_PATTERNS: ReadonlySet<Pattern> = new Set<Pattern>(["sse", "websocket", "long-poll"]);
 export const FLOOR_PUBLISH_SCENARIOS: ReadonlySet<PublishScenario> = new Set<PublishScenario>(["http"]);
 
 const HISTORY = 1000;
@@ -31,11 +39,13 @@ const MAX_LIMIT = 1000;
 const MAX_BUFFERED = 128 * 1024;
 const HEAD_END = Buffer.from("\r\n\r\n");
 const PATH = "/api/messages";
+const STREAM_PATH = "/api/stream";
+const WS_PATH = "/api/ws";
 
 
 export interface FloorServer {
   readonly url: string;
-  /** Polls held open. */
+  /** Polls held open, SSE streams and joined WebSocket rooms. */
   held(): number;
   sockets(): number;
   close(): Promise<void>;
@@ -52,6 +62,8 @@ interface Connection {
   /** The request asked for `connection: close`: close after its answer. */
   closeAfter: boolean;
   dead: boolean;
+  /** Set once the connection is an SSE stream or a WebSocket (bench/floor-stream.ts): it takes every later byte. */
+  stream: OnData | null;
 }
 
 function response(status: string, body: string, close = false): string {
@@ -62,15 +74,20 @@ const NOT_FOUND = Buffer.from(response("404 Not Found", '{"error":{"code":"not_f
 const BAD_REQUEST = Buffer.from(response("400 Bad Request", '{"error":{"code":"bad_request"}}', true));
 const EMPTY = Buffer.from(response("200 OK", "[]"));
 
-/** `name=value` of a query string, as a number (NaN when absent or not a number). */
-function queryNumber(query: string, name: string): number {
+/** `name=value` of a query string, as it is (not percent-decoded), or null when absent. */
+function queryValue(query: string, name: string): string | null {
   const key = `${name}=`;
   let at = query.startsWith(key) ? 0 : query.indexOf(`&${key}`);
-  if (at < 0) return Number.NaN;
+  if (at < 0) return null;
   if (at > 0 || query[0] === "&") at++;
   const end = query.indexOf("&", at);
-  const value = query.slice(at + key.length, end < 0 ? undefined : end);
-  return value === "" ? Number.NaN : Number(value);
+  return query.slice(at + key.length, end < 0 ? undefined : end);
+}
+
+/** `name=value` of a query string, as a number (NaN when absent or not a number). */
+function queryNumber(query: string, name: string): number {
+  const value = queryValue(query, name);
+  return value === null || value === "" ? Number.NaN : Number(value);
 }
 
 export async function startFloor(port = 0, host = "127.0.0.1"): Promise<FloorServer> {
@@ -126,18 +143,13 @@ export async function startFloor(port = 0, host = "127.0.0.1"): Promise<FloorSer
     }
   };
 
-  const publish = (c: Connection, body: string): void => {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body);
-    } catch {
-      return fail(c, BAD_REQUEST);
-    }
-    if (typeof parsed !== "object" || parsed === null) return fail(c, BAD_REQUEST);
-    const { channel: rawChannel, data } = parsed as { channel?: unknown; data?: unknown };
-    const channel = JSON.stringify(typeof rawChannel === "string" ? rawChannel : "general");
+  /** Stores a message, answers the held polls and fans it out to the channel's streams: an HTTP or a WebSocket publish. */
+  const accept = (channel: string, data: unknown): Accepted => {
+    const channelJson = JSON.stringify(channel);
+    const dataJson = JSON.stringify(data ?? null);
     const id = ++lastId;
-    const message = `{"id":"${id}","channel":${channel},"data":${JSON.stringify(data ?? null)},"time":${Date.now()}}`;
+    const time = Date.now();
+    const message = `{"id":"${id}","channel":${channelJson},"data":${dataJson},"time":${time}}`;
     history[(id - 1) % HISTORY] = message;
     if (polls.size > 0) {
       // Serialised once, written to every held poll that had seen everything before this message.
@@ -148,7 +160,22 @@ export async function startFloor(port = 0, host = "127.0.0.1"): Promise<FloorSer
         release(poll, answer);
       }
     }
-    answered(c, response("201 Created", `{"id":"${id}","channel":${channel}}`));
+    streams.fanOut(channel, id, channelJson, dataJson, time);
+    return { id, channelJson };
+  };
+  const streams = new FloorStreams(accept, () => lastId);
+
+  const publish = (c: Connection, body: string): void => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return fail(c, BAD_REQUEST);
+    }
+    if (typeof parsed !== "object" || parsed === null) return fail(c, BAD_REQUEST);
+    const { channel, data } = parsed as { channel?: unknown; data?: unknown };
+    const { id, channelJson } = accept(typeof channel === "string" ? channel : "general", data);
+    answered(c, response("201 Created", `{"id":"${id}","channel":${channelJson}}`));
   };
 
   const poll = (c: Connection, query: string): void => {
@@ -219,8 +246,19 @@ export async function startFloor(port = 0, host = "127.0.0.1"): Promise<FloorSer
         at = bodyStart + length;
         const method = requestLine.slice(0, firstSpace);
         const target = requestLine.slice(firstSpace + 1, secondSpace);
-        const query = target.length === PATH.length ? "" : target[PATH.length] === "?" ? target.slice(PATH.length + 1) : null;
-        if (!target.startsWith(PATH) || query === null) return fail(c, NOT_FOUND);
+        const mark = target.indexOf("?");
+        const path = mark < 0 ? target : target.slice(0, mark);
+        const query = mark < 0 ? "" : target.slice(mark + 1);
+        if (method === "GET" && length === 0 && (path === STREAM_PATH || path === WS_PATH)) {
+          // The connection becomes a stream: what follows the request is the stream's (WebSocket frames).
+          const rest = at < buffer.length ? buffer.subarray(at) : null;
+          c.buffer = null;
+          const stream = path === STREAM_PATH ? streams.sse(c.socket, queryValue(query, "channel") || "general") : streams.webSocket(c.socket, head, rest);
+          if (!stream) return fail(c, BAD_REQUEST);
+          c.stream = stream;
+          return;
+        }
+        if (path !== PATH) return fail(c, NOT_FOUND);
         if (method === "POST") publish(c, buffer.toString("utf8", bodyStart, bodyStart + length));
         else if (method === "GET" && length === 0) poll(c, query);
         else return fail(c, method === "GET" ? BAD_REQUEST : NOT_FOUND);
@@ -234,9 +272,10 @@ export async function startFloor(port = 0, host = "127.0.0.1"): Promise<FloorSer
   };
 
   const server: Server = createServer({ noDelay: true }, (socket) => {
-    const c: Connection = { socket, buffer: null, held: false, since: 0, deadline: 0, closeAfter: false, dead: false };
+    const c: Connection = { socket, buffer: null, held: false, since: 0, deadline: 0, closeAfter: false, dead: false, stream: null };
     open.add(c);
     socket.on("data", (chunk: Buffer) => {
+      if (c.stream) return c.stream(chunk);
       if (c.dead) return;
       c.buffer = c.buffer ? Buffer.concat([c.buffer, chunk]) : chunk;
       if (c.held) {
@@ -261,7 +300,7 @@ export async function startFloor(port = 0, host = "127.0.0.1"): Promise<FloorSer
   const address = server.address() as AddressInfo;
   return {
     url: `http://${address.address}:${address.port}`,
-    held: () => polls.size,
+    held: () => polls.size + streams.held(),
     sockets: () => open.size,
     close: async () => {
       if (sweeper) clearInterval(sweeper);

@@ -2,7 +2,8 @@
 
 /**
  * `nchan`: nginx with the Nchan module (bench/nchan.ts), when installed; not a Node child. `floor`: a raw
- * `node:net` server for long-poll and single publishes only (bench/floor.ts), never run by default.
+ * `node:net` server for the sse, websocket and long-poll patterns and single HTTP publishes only
+ * (bench/floor.ts, bench/floor-stream.ts), never run by default.
  */
 export type Impl = "ladder" | "baseline" | "nchan" | "floor";
 

@@ -76,7 +76,8 @@ export const USAGE = `npm run bench -- [flags]
   --impls LIST        ladder,baseline,nchan,floor                      (default the first three; nchan
                       when nginx and its Nchan module are installed, on sse, websocket, long-poll
                       and the publish mode's http); floor, only when named: a raw node:net
-                      server, long-poll and publish http only (bench/floor.ts)
+                      server (bench/floor.ts, floor-stream.ts) on sse, websocket and long-poll
+                      (either publisher, also with --channels) and the publish mode's http
   --poll-interval MS  interval of the poll reference pattern           (default 1000)
   --wait-quiet S      before each case wait up to S s for a second with the machine <15% busy
                       (for shared machines; default 0: do not wait)

@@ -113,14 +113,13 @@ export interface PublisherPlan {
 /** Why `impl` cannot take the fan-out's WebSocket publishes with this shape, or null when it can. */
 function webSocketPublishRefusal(impl: Impl, options: BenchOptions): string | null {
   if (impl === "nchan") return nchanWebSocketPublishRefusal(options.channels);
-  if (impl === "floor") return "the floor (bench/floor.ts) serves HTTP only, no WebSocket";
   return null;
 }
 
 /**
  * How an implementation's case publishes: as `--publisher` asks, except where it has no WebSocket
  * publisher for the shape (Nchan on more than one channel: its WebSocket publisher binds one channel per
- * connection; the floor: no WebSocket at all), which stays on HTTP and says so.
+ * connection), which stays on HTTP and says so. The floor takes Ladder's publish frames (bench/floor-stream.ts).
  */
 export function publisherPlan(impl: Impl, options: BenchOptions): PublisherPlan {
   const dialect = impl === "nchan" ? NCHAN_PUBLISH : LADDER_PUBLISH;

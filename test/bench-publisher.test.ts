@@ -131,8 +131,7 @@ test("--publisher: http by default, ws with its connections; refused where it do
   assert.deepEqual([ws.publisher, ws.publisherConnections], ["ws", 4]);
   assert.deepEqual([publisherPlan("ladder", ws).label, publisherPlan("baseline", ws).label], ["ws×4", "ws×4"]);
   const floor = publisherPlan("floor", ws);
-  assert.deepEqual([floor.via, floor.label], ["http", "http"], "the floor has no WebSocket: it stays on HTTP");
-  assert.match(floor.fallback ?? "", /HTTP only/);
+  assert.deepEqual([floor.via, floor.label, floor.fallback], ["ws", "ws×4", null], "the floor takes Ladder's publish frames");
   for (const args of [["--publisher", "carrier-pigeon"], ["--publisher-connections", "2"], ["--publisher", "ws", "--publish", "http"], ["--publisher", "ws", "--engines", "memory"]]) {
     assert.throws(() => parseOptions(args), UsageError, args.join(" "));
   }
