@@ -17,6 +17,32 @@ test("ids: parse, compare numerically (not as text)", () => {
   }
 });
 
+test("ids: parseId and isId take exactly what the id pattern /^(\\d{1,16})-(\\d{1,16})$/ with safe integers takes (property)", () => {
+  const pattern = /^(\d{1,16})-(\d{1,16})$/;
+  const reference = (text: string): { major: number; minor: number } | null => {
+    if (text === "0") return { major: 0, minor: 0 };
+    const match = pattern.exec(text);
+    if (!match) return null;
+    const major = Number(match[1]);
+    const minor = Number(match[2]);
+    return Number.isSafeInteger(major) && Number.isSafeInteger(minor) ? { major, minor } : null;
+  };
+  // Mostly digits and dashes, so that near-ids (17 digits, two dashes, a dash at either end) come up often.
+  const near = fc.string({ unit: fc.constantFrom("0", "1", "9", "-", "-", "a", " ", "٣", "+", "."), maxLength: 36 });
+  const digits = (min: number, max: number) => fc.string({ unit: fc.constantFrom("0", "1", "5", "9"), minLength: min, maxLength: max });
+  const shaped = fc.tuple(digits(0, 18), digits(0, 18)).map(([a, b]) => `${a}-${b}`);
+  fc.assert(
+    fc.property(fc.oneof(near, shaped, fc.string()), (text) => {
+      assert.deepEqual(parseId(text), reference(text), JSON.stringify(text));
+      assert.equal(isId(text), reference(text) !== null, JSON.stringify(text));
+    }),
+    { numRuns: 5000 },
+  );
+  for (const edge of ["9007199254740991-0", "9007199254740992-0", "0-9007199254740991", "0000000000000000-1", "00000000000000000-1"]) {
+    assert.deepEqual(parseId(edge), reference(edge), edge);
+  }
+});
+
 test("ids: compareIds orders any two valid ids as their numbers do (property)", () => {
   const safe = fc.maxSafeNat();
   const id = fc.oneof(fc.constant("0"), fc.tuple(safe, safe).map(([major, minor]) => formatId(major, minor)));

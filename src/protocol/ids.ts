@@ -19,21 +19,37 @@ export interface ParsedId {
 /** The cursor that stands before every id. */
 export const START_CURSOR = "0";
 
-const ID_PATTERN = /^(\d{1,16})-(\d{1,16})$/;
+/** Digits in each number of an id, at most. */
+const MAX_DIGITS = 16;
+
+/**
+ * Whether `text` has the id's shape: 1–16 decimal digits, `-`, 1–16 decimal digits. Every poll and
+ * resume checks its cursor with it, so it reads the characters instead of running a regex (a match
+ * array and two substrings per call).
+ */
+function idShaped(text: string): boolean {
+  const dash = text.indexOf("-");
+  if (dash < 1 || dash > MAX_DIGITS || text.length - dash - 1 < 1 || text.length - dash - 1 > MAX_DIGITS) return false;
+  for (let i = 0; i < text.length; i++) {
+    if (i === dash) continue;
+    const digit = text.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return false;
+  }
+  return true;
+}
 
 /** Parses an id or the start cursor; returns null when the text is not one. */
 export function parseId(text: string): ParsedId | null {
   if (text === START_CURSOR) return { major: 0, minor: 0 };
-  const match = ID_PATTERN.exec(text);
-  if (!match) return null;
-  const major = Number(match[1]);
-  const minor = Number(match[2]);
-  if (!Number.isSafeInteger(major) || !Number.isSafeInteger(minor)) return null;
+  if (!idShaped(text)) return null;
+  const major = idPart(text, 0);
+  const minor = idPart(text, 1);
+  if (major < 0 || minor < 0) return null;
   return { major, minor };
 }
 
 export function isId(text: string): boolean {
-  return parseId(text) !== null;
+  return text === START_CURSOR || (idShaped(text) && idPart(text, 0) >= 0 && idPart(text, 1) >= 0);
 }
 
 export function formatId(major: number, minor: number): MessageId {
