@@ -4,6 +4,8 @@
  * request — a tenth of a long-poll's whole cost on the fast lane.
  */
 
+const BASE = "http://hub.invalid";
+
 /** What the hub reads of a request target. */
 export interface Target {
   readonly pathname: string;
@@ -11,13 +13,25 @@ export interface Target {
 }
 
 /**
+ * A query's pairs as URL gives them. URLSearchParams reads the query string the same way but for two
+ * things: it drops one leading `?`, which URL keeps in the first name ("??a=1" has "?a"), and node's
+ * decodes non-ASCII among escapes ("%aaé") differently from URL, which encodes it first. A leading `&`
+ * makes an empty pair, which both skip; non-ASCII (rare: the fast lane hands such targets to node:http)
+ * goes through URL itself.
+ */
+function queryParams(query: string): URLSearchParams {
+  if (NON_ASCII.test(query)) return new URL(`?${query}`, BASE).searchParams;
+  return new URLSearchParams(query.charCodeAt(0) === 0x3f /* ? */ ? `&${query}` : query);
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/**
  * Targets whose pathname URL parsing returns unchanged: no dot segments, escapes, `//` start or other
  * characters it would encode or resolve. The query after `?` parses the same either way: URL
  * percent-encodes what it must there and URLSearchParams decodes it back; a fragment (`#…`) is cut off.
  */
 const PLAIN_PATH = /^\/(?!\/)[A-Za-z0-9_\-/]*(?:\?|$)/;
-
-const BASE = "http://hub.invalid";
 
 export function targetPathname(target: string): string {
   const plain = PLAIN_PATH.exec(target);
@@ -32,5 +46,5 @@ export function parseTarget(target: string): Target {
   if (!path.endsWith("?")) return { pathname: path, searchParams: new URLSearchParams() };
   const hash = target.indexOf("#", path.length);
   const query = hash === -1 ? target.slice(path.length) : target.slice(path.length, hash);
-  return { pathname: path.slice(0, -1), searchParams: new URLSearchParams(query) };
+  return { pathname: path.slice(0, -1), searchParams: queryParams(query) };
 }
