@@ -22,34 +22,37 @@ export const START_CURSOR = "0";
 /** Digits in each number of an id, at most. */
 const MAX_DIGITS = 16;
 
-/**
- * Whether `text` has the id's shape: 1–16 decimal digits, `-`, 1–16 decimal digits. Every poll and
- * resume checks its cursor with it, so it reads the characters instead of running a regex (a match
- * array and two substrings per call).
- */
-function idShaped(text: string): boolean {
-  const dash = text.indexOf("-");
-  if (dash < 1 || dash > MAX_DIGITS || text.length - dash - 1 < 1 || text.length - dash - 1 > MAX_DIGITS) return false;
-  for (let i = 0; i < text.length; i++) {
-    if (i === dash) continue;
+/** The decimal number in `text` from `from` to `to` (at least one digit) if it is a safe integer, or -1. */
+function digitsValue(text: string, from: number, to: number): number {
+  if (from >= to) return -1;
+  let n = 0;
+  for (let i = from; i < to; i++) {
     const digit = text.charCodeAt(i) - 48;
-    if (digit < 0 || digit > 9) return false;
+    if (digit < 0 || digit > 9) return -1;
+    n = n * 10 + digit;
   }
-  return true;
+  return Number.isSafeInteger(n) ? n : -1;
+}
+
+/**
+ * One number of an id a client sent: 1–16 digits. Every poll and resume checks its cursor with
+ * it, so it reads the characters instead of running a regex (a match array and two substrings per call).
+ */
+function idNumber(text: string, from: number, to: number): number {
+  return to - from > MAX_DIGITS ? -1 : digitsValue(text, from, to);
 }
 
 /** Parses an id or the start cursor; returns null when the text is not one. */
 export function parseId(text: string): ParsedId | null {
   if (text === START_CURSOR) return { major: 0, minor: 0 };
-  if (!idShaped(text)) return null;
-  const major = idPart(text, 0);
-  const minor = idPart(text, 1);
-  if (major < 0 || minor < 0) return null;
-  return { major, minor };
+  const dash = text.indexOf("-");
+  const major = idNumber(text, 0, dash);
+  const minor = major < 0 ? -1 : idNumber(text, dash + 1, text.length);
+  return minor < 0 ? null : { major, minor };
 }
 
 export function isId(text: string): boolean {
-  return text === START_CURSOR || (idShaped(text) && idPart(text, 0) >= 0 && idPart(text, 1) >= 0);
+  return parseId(text) !== null;
 }
 
 export function formatId(major: number, minor: number): MessageId {
@@ -66,14 +69,7 @@ function idPart(id: MessageId, which: 0 | 1): number {
   const dash = id.indexOf("-");
   const from = which === 0 ? 0 : dash + 1;
   const to = which === 0 ? dash : id.length;
-  if (dash <= 0 || from >= to) return -1;
-  let n = 0;
-  for (let i = from; i < to; i++) {
-    const digit = id.charCodeAt(i) - 48;
-    if (digit < 0 || digit > 9) return -1;
-    n = n * 10 + digit;
-  }
-  return Number.isSafeInteger(n) ? n : -1;
+  return dash <= 0 ? -1 : digitsValue(id, from, to);
 }
 
 /** Compares two valid ids or cursors: negative, zero or positive like a sort comparator. */
