@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { publish, sleep } from "./helpers/server.js";
-import { setupClientRig, TEST_TIMEOUT, resetRules, requireBrowser, channel, openSession, LIVE, short } from "./helpers/client-rig.js";
+import { setupClientRig, TEST_TIMEOUT, channel, LIVE, short, pageBehind } from "./helpers/client-rig.js";
 
 setupClientRig();
 
@@ -14,12 +14,9 @@ setupClientRig();
 // d. Climbing back.
 
 test("after falling back to SSE, a probe climbs back to WebSocket once upgrades work, losing and repeating nothing", { timeout: TEST_TIMEOUT }, async (t) => {
-  const env = requireBrowser(t);
-  if (!env) return;
-  t.after(resetRules);
-  env.proxy.rules.refuseUpgrades = true;
-  const s = await openSession(t, env.browser, env.proxy.url);
-  const ch = channel();
+  const rig = await pageBehind(t, { refuseUpgrades: true });
+  if (!rig) return;
+  const { env, s, ch } = rig;
   await s.start("d", ch, { probe: { minMs: 200, maxMs: 400 } });
   await s.until("d", `${LIVE} && c.client.transport === "sse"`, "live on SSE");
   // Publish steadily across the handover.
@@ -69,13 +66,9 @@ test("after stepping down to long-poll, the probe climbs to SSE when SSE works a
   // The same situation arises whenever an outage heals while the client is partway down the ladder: every
   // rung it tried while the hub was unreachable counts as blocked, so it can land on long-poll or poll
   // behind a proxy that only refuses upgrades. The probe must be able to bring it back to SSE.
-  const env = requireBrowser(t);
-  if (!env) return;
-  t.after(resetRules);
-  env.proxy.rules.refuseUpgrades = true;
-  env.proxy.rules.sse = "refuse";
-  const s = await openSession(t, env.browser, env.proxy.url);
-  const ch = channel();
+  const rig = await pageBehind(t, { refuseUpgrades: true, sse: "refuse" });
+  if (!rig) return;
+  const { env, s, ch } = rig;
   await s.start("d2", ch, { probe: { minMs: 200, maxMs: 400 } });
   await s.until("d2", `${LIVE} && c.client.transport === "long-poll"`, "live on long-poll");
   const first = await publish(env.hub.url, "on long-poll", ch);
@@ -106,10 +99,9 @@ test("after stepping down to long-poll, the probe climbs to SSE when SSE works a
 // e. online / visibilitychange cut a pending backoff short.
 
 test("`online` and `visibilitychange` to visible cut a pending 20 s backoff short", { timeout: TEST_TIMEOUT }, async (t) => {
-  const env = requireBrowser(t);
-  if (!env) return;
-  const s = await openSession(t, env.browser, env.proxy.url);
-  const ch = channel();
+  const rig = await pageBehind(t);
+  if (!rig) return;
+  const { env, s, ch } = rig;
   // Full jitter with random() = 0.99: every backoff is 19.8 s.
   await s.start("e", ch, { backoff: { minMs: 20_000, maxMs: 20_000 }, fixedRandom: 0.99 });
   await s.until("e", `${LIVE} && c.client.transport === "websocket"`, "live on WebSocket");
@@ -160,12 +152,10 @@ test("`online` and `visibilitychange` to visible cut a pending 20 s backoff shor
 // f. close() leaves nothing behind.
 
 test("close() leaves no pending client work: no requests for 2 s, no timers, sockets closed, state closed", { timeout: TEST_TIMEOUT }, async (t) => {
-  const env = requireBrowser(t);
-  if (!env) return;
-  t.after(resetRules);
   // Upgrades refused, so the clients below are caught in every kind of pending work at once.
-  env.proxy.rules.refuseUpgrades = true;
-  const s = await openSession(t, env.browser, env.proxy.url);
+  const rig = await pageBehind(t, { refuseUpgrades: true });
+  if (!rig) return;
+  const { s } = rig;
   const requests: Array<{ url: string; at: number }> = [];
   s.page.on("request", (r) => requests.push({ url: r.url(), at: Date.now() }));
   s.page.on("websocket", (w) => requests.push({ url: w.url(), at: Date.now() }));

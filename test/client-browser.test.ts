@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { publish, sleep } from "./helpers/server.js";
-import { setupClientRig, TEST_TIMEOUT, HEARTBEAT_TIMEOUT_MS, resetRules, requireBrowser, channel, openSession, LIVE, short, cutPublishHeal, timeline } from "./helpers/client-rig.js";
+import { setupClientRig, TEST_TIMEOUT, HEARTBEAT_TIMEOUT_MS, LIVE, short, cutPublishHeal, timeline, pageBehind } from "./helpers/client-rig.js";
 
 setupClientRig();
 
@@ -14,10 +14,9 @@ setupClientRig();
 // a. auto picks WebSocket.
 
 test("auto picks WebSocket first, with reason \"initial\", and delivers and publishes over it", { timeout: TEST_TIMEOUT }, async (t) => {
-  const env = requireBrowser(t);
-  if (!env) return;
-  const s = await openSession(t, env.browser, env.proxy.url);
-  const ch = channel();
+  const rig = await pageBehind(t);
+  if (!rig) return;
+  const { env, s, ch } = rig;
   await s.start("a", ch, { transport: "auto" });
   await s.until("a", LIVE, "connected and live");
   let view = await s.view("a");
@@ -48,12 +47,9 @@ test("auto picks WebSocket first, with reason \"initial\", and delivers and publ
 // b. Down the ladder, and nothing lost or repeated across a cut on the rung it landed on.
 
 test("upgrades refused → SSE; a cut heals with the missed messages exactly once, in order", { timeout: TEST_TIMEOUT }, async (t) => {
-  const env = requireBrowser(t);
-  if (!env) return;
-  t.after(resetRules);
-  env.proxy.rules.refuseUpgrades = true;
-  const s = await openSession(t, env.browser, env.proxy.url);
-  const ch = channel();
+  const rig = await pageBehind(t, { refuseUpgrades: true });
+  if (!rig) return;
+  const { env, s, ch } = rig;
   await s.start("b", ch);
   await s.until("b", `${LIVE} && c.client.transport === "sse"`, "live on SSE");
   let view = await s.view("b");
@@ -72,13 +68,9 @@ test("upgrades refused → SSE; a cut heals with the missed messages exactly onc
 });
 
 test("upgrades and SSE refused → long-poll; a cut heals with the missed messages exactly once, in order", { timeout: TEST_TIMEOUT }, async (t) => {
-  const env = requireBrowser(t);
-  if (!env) return;
-  t.after(resetRules);
-  env.proxy.rules.refuseUpgrades = true;
-  env.proxy.rules.sse = "refuse";
-  const s = await openSession(t, env.browser, env.proxy.url);
-  const ch = channel();
+  const rig = await pageBehind(t, { refuseUpgrades: true, sse: "refuse" });
+  if (!rig) return;
+  const { env, s, ch } = rig;
   await s.start("b", ch);
   await s.until("b", `${LIVE} && c.client.transport === "long-poll"`, "live on long-poll");
   let view = await s.view("b");
@@ -96,13 +88,9 @@ test("upgrades and SSE refused → long-poll; a cut heals with the missed messag
 });
 
 test("upgrades refused and SSE buffered → the open timeout steps over SSE to long-poll; a cut heals exactly once, in order", { timeout: TEST_TIMEOUT }, async (t) => {
-  const env = requireBrowser(t);
-  if (!env) return;
-  t.after(resetRules);
-  env.proxy.rules.refuseUpgrades = true;
-  env.proxy.rules.sse = "buffer";
-  const s = await openSession(t, env.browser, env.proxy.url);
-  const ch = channel();
+  const rig = await pageBehind(t, { refuseUpgrades: true, sse: "buffer" });
+  if (!rig) return;
+  const { env, s, ch } = rig;
   const openTimeoutMs = 1000;
   await s.start("b", ch, { openTimeoutMs });
   await s.until("b", `${LIVE} && c.client.transport === "long-poll"`, "live on long-poll");
@@ -128,12 +116,9 @@ test("upgrades refused and SSE buffered → the open timeout steps over SSE to l
 
 for (const rung of ["websocket", "sse"] as const) {
   test(`a frozen ${rung} peer is detected by heartbeats within the bound and replaced; the message from the freeze arrives once`, { timeout: TEST_TIMEOUT }, async (t) => {
-    const env = requireBrowser(t);
-    if (!env) return;
-    t.after(resetRules);
-    if (rung === "sse") env.proxy.rules.refuseUpgrades = true;
-    const s = await openSession(t, env.browser, env.proxy.url);
-    const ch = channel();
+    const rig = await pageBehind(t, rung === "sse" ? { refuseUpgrades: true } : {});
+    if (!rig) return;
+    const { env, s, ch } = rig;
     await s.start("c", ch);
     await s.until("c", `${LIVE} && c.client.transport === ${JSON.stringify(rung)}`, `live on ${rung}`);
     if (rung === "sse") env.proxy.rules.refuseUpgrades = false; // the probe is a minute away; only the freeze matters
@@ -186,12 +171,9 @@ test("a network that black-holes for a while: once it works again the client get
   // Behind a proxy that refuses upgrades, the best rung is SSE. While the network swallows everything, each
   // attempt fails before delivering; the hub does not answer a plain request either, so the client must take
   // it for an outage (back off and retry SSE), not for SSE being blocked — and be on SSE when it heals.
-  const env = requireBrowser(t);
-  if (!env) return;
-  t.after(resetRules);
-  env.proxy.rules.refuseUpgrades = true;
-  const s = await openSession(t, env.browser, env.proxy.url);
-  const ch = channel();
+  const rig = await pageBehind(t, { refuseUpgrades: true });
+  if (!rig) return;
+  const { env, s, ch } = rig;
   await s.start("bh", ch, { openTimeoutMs: 1000, probe: { minMs: 300, maxMs: 600 } });
   await s.until("bh", `${LIVE} && c.client.transport === "sse"`, "live on SSE");
   const first = await publish(env.hub.url, "before", ch);

@@ -18,7 +18,7 @@ import type { Browser, Page } from "playwright-core";
 import { serve, type RunningServer } from "../../src/index.js";
 import { staticFiles } from "../../src/server/edge/static.js";
 import { chromiumAvailable, launchChromium, requireBrowser as browserOrSkip } from "./browser.js";
-import { startProxy, type Proxy } from "./proxy.js";
+import { startProxy, type Proxy, type ProxyRules } from "./proxy.js";
 import { publish, sleep } from "./server.js";
 
 /** The repository root: this file runs as dist/test/helpers/client-rig.js. */
@@ -101,7 +101,7 @@ async function stopRig(): Promise<void> {
   if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
 }
 
-export function resetRules(): void {
+function resetRules(): void {
   if (!proxy) return;
   proxy.rules.refuseUpgrades = false;
   proxy.rules.sse = "pass";
@@ -110,12 +110,25 @@ export function resetRules(): void {
 }
 
 /** Null (after skipping or failing the test) when there is no browser to run in. */
-export function requireBrowser(t: TestContext): { browser: Browser; hub: RunningServer; proxy: Proxy } | null {
+function requireBrowser(t: TestContext): { browser: Browser; hub: RunningServer; proxy: Proxy } | null {
   return browserOrSkip(t, browser && hub && proxy ? { browser, hub, proxy } : null);
 }
 
 let seq = 0;
 export const channel = (): string => `b${process.pid}x${++seq}`;
+
+/**
+ * A fresh page on the proxy's origin, the proxy set to `rules` (all reset after the test), and a fresh
+ * channel; null, after skipping or failing the test, when there is no browser to run in.
+ */
+export async function pageBehind(t: TestContext, rules: Partial<ProxyRules> = {}): Promise<{ env: { browser: Browser; hub: RunningServer; proxy: Proxy }; s: Session; ch: string } | null> {
+  const env = requireBrowser(t);
+  if (!env) return null;
+  t.after(resetRules);
+  Object.assign(env.proxy.rules, rules);
+  const s = await openSession(t, env.browser, env.proxy.url);
+  return { env, s, ch: channel() };
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // The page: instrumentation first (what the client schedules and requests), then the client as a module.
@@ -222,7 +235,7 @@ interface Session {
   until(name: string, expression: string, what: string, timeout?: number): Promise<void>;
 }
 
-export async function openSession(t: TestContext, b: Browser, origin: string): Promise<Session> {
+async function openSession(t: TestContext, b: Browser, origin: string): Promise<Session> {
   const context = await b.newContext();
   t.after(() => context.close());
   const page = await context.newPage();
